@@ -1,0 +1,29 @@
+"""Data sets for the training engine: ``build_loaders(cfg, ctx)`` gives this rank's train and val batches on its device.
+
+Each data set lives in its own module with a ``build(cfg, ctx) -> Loaders``; the in-memory and on-disk ones share
+``torch_loader.TorchLoader``, synthetic data has its own on-device loader.
+"""
+from __future__ import annotations
+
+import importlib
+
+from dataloaders.contract import DataConfig, DatasetSpec, DeviceLoader, Loaders
+from train.distributed import DistContext
+from train.errors import UsageError
+
+__all__ = ["DATASETS", "LOADERS", "DataConfig", "DatasetSpec", "DeviceLoader", "Loaders", "build_loaders"]
+
+# Data set -> module of this package. Imported on demand: torchvision, timm and scikit-learn take seconds to
+# import, and train.config imports this package only for the names.
+_MODULES = {"digits": "digits", "cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet",
+            "synthetic": "synthetic"}
+DATASETS = tuple(_MODULES)
+LOADERS = ("torch",)
+
+
+def build_loaders(cfg: DataConfig, ctx: DistContext) -> Loaders:
+    if cfg.dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if cfg.loader not in LOADERS:
+        raise UsageError(f"unknown loader {cfg.loader!r}; choose one of: {', '.join(LOADERS)}")
+    return importlib.import_module(f"dataloaders.{_MODULES[cfg.dataset]}").build(cfg, ctx)

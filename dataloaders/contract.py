@@ -1,0 +1,58 @@
+"""The types the training engine is written against: what it asks for and what it gets back."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    data_dir: str = "data"          # root folder (see each data set's module for its layout)
+    download: bool = False
+    loader: str = "torch"
+    batch_size: int = 128           # per process
+    val_batch_size: int | None = None   # None -> batch_size
+    workers: int = 2                # DataLoader worker processes (0 = in the main process)
+    seed: int = 0
+    channels_last: bool = False
+    image_size: int = 224           # synthetic only
+    num_classes: int = 1000         # synthetic only
+    synthetic_train_size: int = 12800   # synthetic images per epoch
+    synthetic_val_size: int = 1280
+
+    @property
+    def eval_batch_size(self) -> int:
+        return self.batch_size if self.val_batch_size is None else self.val_batch_size
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    num_classes: int
+    image_size: int          # side of the square model input
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    train_size: int          # images in the whole training set (all ranks)
+    val_size: int            # images in the whole validation set (all ranks)
+
+
+class DeviceLoader(Protocol):
+    """One split's batches for this rank: normalised float32 images and int64 labels, already on the device."""
+
+    num_samples: int  # images per epoch on this rank
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def __len__(self) -> int: ...  # batches per epoch on this rank
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+@dataclass
+class Loaders:
+    spec: DatasetSpec
+    train: DeviceLoader
+    val: DeviceLoader

@@ -1,0 +1,41 @@
+"""ImageNet (or any data set in its layout): ``<data_dir>/{train,val}/<class>/<image>``, decoded by PIL in workers."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import v2
+
+from dataloaders.contract import DataConfig, DatasetSpec, Loaders
+from dataloaders.normalization import MEAN_STD, to_normalized_float
+from dataloaders.torch_loader import build_torch_loaders
+from train.distributed import DistContext
+from train.errors import UsageError
+
+IMAGE_SIZE = 224
+RESIZE = 256  # validation: shorter side, then the centre IMAGE_SIZE crop
+
+
+def build(cfg: DataConfig, ctx: DistContext) -> Loaders:
+    root = Path(cfg.data_dir)
+    mean, std = MEAN_STD["imagenet"]
+    normalize = to_normalized_float(mean, std)
+    train = image_folder(root / "train", v2.Compose(
+        [v2.RandomResizedCrop(IMAGE_SIZE), v2.RandomHorizontalFlip(), *normalize]))
+    val = image_folder(root / "val", v2.Compose([v2.Resize(RESIZE), v2.CenterCrop(IMAGE_SIZE), *normalize]))
+    if train.classes != val.classes:
+        only_train, only_val = set(train.classes) - set(val.classes), set(val.classes) - set(train.classes)
+        raise UsageError(f"{root / 'train'} and {root / 'val'} have different class folders (only in train: "
+                         f"{sorted(only_train)}, only in val: {sorted(only_val)}); give both the same class folders")
+    spec = DatasetSpec("imagenet", len(train.classes), IMAGE_SIZE, mean, std, len(train), len(val))
+    return build_torch_loaders(spec, train, val, cfg.workers, cfg, ctx)
+
+
+def image_folder(path: Path, transform) -> ImageFolder:
+    if not path.is_dir():
+        raise UsageError(f"image folder {path} does not exist (ImageNet cannot be downloaded automatically); "
+                         f"put one sub-folder of images per class there")
+    try:
+        return ImageFolder(path, transform)
+    except FileNotFoundError as e:  # no class folders, or a class folder without images
+        raise UsageError(f"{path}: {e}; every class folder under it needs at least one image") from None

@@ -1,0 +1,52 @@
+"""Running the single-process launcher as a user would, and reading its MLflow record back."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SINGLE = REPO / "launchers" / "single.py"
+
+
+@dataclass
+class Workspace:
+    """A temp dir with its own sqlite MLflow store and checkpoint folder."""
+
+    root: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def flags(self) -> list[str]:
+        return ["--tracking-uri", self.uri, "--checkpoint-dir", str(self.root / "ckpt"), "--workers", "0"]
+
+    def launch(self, *args: str, timeout: float = 900, **popen) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(SINGLE), *self.flags(), *args], cwd=self.root,
+                              capture_output=True, text=True, timeout=timeout, **popen)
+
+    def runs(self, experiment: str = "cnnbench"):
+        from mlflow import MlflowClient
+
+        client = MlflowClient(self.uri)
+        exp = client.get_experiment_by_name(experiment)
+        return [] if exp is None else client.search_runs([exp.experiment_id])
+
+    def history(self, run_id: str, metric: str) -> list:
+        from mlflow import MlflowClient
+
+        return sorted(MlflowClient(self.uri).get_metric_history(run_id, metric), key=lambda m: m.step)
+
+
+@pytest.fixture
+def ws(tmp_path) -> Workspace:
+    return Workspace(tmp_path)
+
+
+def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

@@ -1,0 +1,1 @@
+"""cnnbench training engine: model registry, training loop, metrics, checkpoints, MLflow tracking."""

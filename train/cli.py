@@ -1,0 +1,124 @@
+"""What launchers share around the engine: config from flags, logging, signals, the end-of-run summary,
+and the rule that bad input ends in one line on stderr and exit code 2.
+
+Also the ``cnnbench`` console command.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Callable
+
+from train.checkpoint import find_checkpoint, load_checkpoint
+from train.config import OneLineErrorParser, TrainConfig, config_from_args, get_args_parser
+from train.errors import UsageError
+
+log = logging.getLogger("cnnbench")
+
+
+def exit_on_usage_error(main: Callable[[], int]) -> None:
+    """Run ``main`` and exit with its code; a ``UsageError`` becomes one stderr line and exit code 2."""
+    try:
+        code = main()
+    except UsageError as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "bad input"
+        print(f"cnnbench: error: {first_line}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("cnnbench: interrupted; the MLflow run is marked KILLED", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A launcher's parser: the engine's flags plus ``--help``; launchers add their own flags to it."""
+    return OneLineErrorParser(prog=prog, description=description, parents=[get_args_parser()],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
+    """The run's config and, with --resume, the checkpoint payload it continues from (read once)."""
+    resume = getattr(args, "resume", None)
+    if resume is None:
+        return config_from_args(args), None
+    payload = load_checkpoint(find_checkpoint(resume))
+    return config_from_args(args, saved=payload["config"]), payload
+
+
+def setup_logging(is_main: bool) -> None:
+    """Rank 0 logs to stderr; other ranks get a logger with no output."""
+    log.handlers.clear()
+    log.propagate = False
+    if is_main:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    else:
+        log.addHandler(logging.NullHandler())
+
+
+def raise_keyboard_interrupt_on_sigterm() -> None:
+    """Schedulers stop jobs with SIGTERM: treat it like Ctrl-C, so the run is closed as KILLED."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def train_and_report(cfg: TrainConfig, dist, checkpoint: dict | None) -> int:
+    """Run the engine; on rank 0 print the summary table and how to look at the run."""
+    from train import engine  # imported here so `--help` and bad flags answer before torch/mlflow load
+
+    setup_logging(dist.ctx.is_main)
+    raise_keyboard_interrupt_on_sigterm()
+    summary = engine.run(cfg, dist, checkpoint)
+    if dist.ctx.is_main:
+        print(format_summary(cfg, summary))
+    return 0
+
+
+def format_summary(cfg: TrainConfig, s) -> str:
+    m = s.metrics
+    rows = [
+        ("run", f"{s.run_id} ({s.status})"),
+        ("arch / dataset", f"{cfg.arch} / {cfg.data.dataset}"),
+        ("epochs", str(cfg.epochs)),
+        ("val top-1 error", f"{m['final_val_top1_err']:.2f} % (best {m['best_val_top1_err']:.2f} %)"),
+        ("val top-5 error", f"{m['final_val_top5_err']:.2f} %"),
+        ("parameters", f"{m['num_params'] / 1e6:.3f} M"),
+        ("forward FLOPs/image", f"{m['flops_per_image'] / 1e6:.1f} M"),
+        ("peak memory", f"{m['peak_mem_mb']:.0f} MiB"),
+        ("wall time", f"{m['train_time_s']:.1f} s"),
+        ("last checkpoint", str(s.checkpoint)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    table = "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+    return f"\ncnnbench summary\n{table}\n\nLook at it in the MLflow UI:\n  {mlflow_ui_command(s.tracking_uri)}\n"
+
+
+def mlflow_ui_command(uri: str) -> str:
+    """The exact command that opens this store (a relative sqlite path made absolute)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(Path(uri[len(prefix):]).resolve())
+    mlflow = Path(sys.executable).with_name("mlflow")
+    exe = str(mlflow) if mlflow.exists() else "mlflow"
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"{exe} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open http://127.0.0.1:5000"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``cnnbench COMMAND``: ``models`` lists the registry (more commands join as they are built)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] != "models":
+        print("usage: cnnbench models [flags]   (cnnbench models --help)", file=sys.stderr)
+        sys.exit(2)
+    from train.models.__main__ import main as list_models_main
+
+    exit_on_usage_error(lambda: list_models_main(argv[1:], prog="cnnbench models"))

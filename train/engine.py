@@ -1,0 +1,321 @@
+"""The one training engine: every launcher builds a ``Distributed`` seam and calls ``run``.
+
+Reads top to bottom: ``run`` sets up data, model, optimiser, tracking and resumption, then loops over
+``train_one_epoch`` and ``evaluate``. Rank-dependent behaviour (tracking, checkpoints, progress bars,
+logs) is decided once in ``run``; the loop itself never asks which rank it is on.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from dataloaders import DatasetSpec, build_loaders
+from train.checkpoint import save_checkpoint
+from train.config import TrainConfig
+from train.environment import environment_params
+from train.errors import UsageError
+from train.measure import EpochTimer, EpochTiming, forward_flops_per_image, peak_memory_mb
+from train.models import count_parameters, create_model, resolve_model
+from train.tracking import make_tracker, tracking_uri
+
+log = logging.getLogger("cnnbench")
+
+AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides model, optimiser and schedule."""
+
+    epoch: int = 0  # epochs completed
+    best_val_top1_err: float = math.inf
+    run_id: str | None = None
+
+
+@dataclass
+class RunSummary:
+    run_id: str | None
+    status: str
+    tracking_uri: str
+    metrics: dict
+    checkpoint: Path | None
+
+
+@dataclass
+class Step:
+    """One optimisation step with one mixed-precision path (the scaler is a no-op unless fp16)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], contextlib.AbstractContextManager]
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast():
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), logits.detach()
+
+
+def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
+    """Train ``cfg`` on the process set of ``dist``; ``checkpoint`` is a loaded payload to resume."""
+    ctx = dist.ctx
+    _configure_torch(cfg, ctx.device)
+    torch.manual_seed(cfg.data.seed)
+    loaders = build_loaders(cfg.data, ctx)
+    spec = loaders.spec
+    model, arch_resolved = build_model(cfg, spec)
+    complexity = {"num_params": count_parameters(model), "flops_per_image": _flops(model, cfg, spec)}
+    model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, cfg)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
+    state = _restore(checkpoint, model, optimizer, scheduler, scaler) if checkpoint else TrainState()
+    if state.epoch >= cfg.epochs:
+        raise UsageError(f"the checkpoint is at epoch {state.epoch} of {cfg.epochs}: nothing left to train "
+                         f"(give a larger --epochs to train further)")
+    dist.broadcast_state(model, optimizer)
+
+    compiled = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+    step = Step(dist.wrap_model(compiled), dist.wrap_optimizer(optimizer), scaler, _autocast(cfg, ctx.device))
+
+    uri = tracking_uri(cfg.tracking_uri)
+    tracker = make_tracker(ctx.is_main, uri, cfg.experiment, state.run_id)
+    run_name = cfg.run_name or f"{cfg.arch}-{spec.name}-{ctx.launcher}"
+    params = _run_params(cfg, ctx, spec, arch_resolved)
+    state.run_id = tracker.open(run_name, params, cfg.to_dict())
+    ckpt_dir = Path(cfg.checkpoint_dir) / str(state.run_id)
+    if checkpoint is None:
+        tracker.log_params({"checkpoint_dir": str(ckpt_dir)})
+        tracker.log_metrics(complexity, step=0)
+    log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
+             cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
+             spec.name, spec.train_size, spec.val_size, state.run_id)
+
+    save = partial(save_checkpoint, ckpt_dir) if ctx.is_main else (lambda epoch, payload: None)
+    last_ckpt = None
+    summary: dict = dict(complexity)
+    started = time.perf_counter()
+    with tracker.scope() as end:
+        for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            _seed_epoch(cfg.data.seed, epoch)
+            loaders.train.set_epoch(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            train = train_one_epoch(step, loaders.train, cfg, dist, _progress(ctx, epoch, cfg.epochs))
+            val = evaluate(step.model, loaders.val, step.autocast, dist, spec)
+            scheduler.step()
+            state.epoch = epoch
+            state.best_val_top1_err = min(state.best_val_top1_err, val["val_top1_err"])
+            metrics = {**train, **val, "lr": lr}
+            tracker.log_metrics(metrics, step=epoch)
+            _log_epoch(epoch, cfg.epochs, metrics)
+            last_ckpt = save(epoch, _payload(cfg, state, model, optimizer, scheduler, scaler))
+            if epoch == cfg.stop_after:
+                end.status = "KILLED"
+                end.reason = f"stopped after epoch {epoch} of {cfg.epochs} (--stop-after); continue with --resume {ckpt_dir}"
+                break
+        summary.update(_run_metrics(metrics, state, ctx.device, time.perf_counter() - started))
+        tracker.log_metrics({k: v for k, v in summary.items() if k not in complexity}, step=0)
+    return RunSummary(state.run_id, end.status, uri, summary, last_ckpt)
+
+
+def build_model(cfg: TrainConfig, spec: DatasetSpec) -> tuple[nn.Module, str]:
+    """The model for ``spec``: 32x32-ish data prefers the CIFAR nets of a shared name, larger data ImageNet's."""
+    prefer = "cifar" if spec.image_size <= 64 else "imagenet"
+    entry = resolve_model(cfg.arch, prefer)
+    return create_model(cfg.arch, spec.num_classes, prefer=prefer, dropout=cfg.dropout), entry.qualified_name
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Per-epoch learning-rate schedule."""
+    if cfg.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) -> dict:
+    """One pass over this rank's training shard; sums are reduced over ranks, then divided."""
+    device = dist.ctx.device
+    step.model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    timer = EpochTimer(device, cfg.warmup_steps, cfg.window_steps,
+                       on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False))
+    with progress:
+        for images, labels in timer.iterate(loader, len(loader)):
+            loss, logits = step(images, labels)
+            loss_sum += loss * len(labels)
+            correct += (logits.argmax(1) == labels).sum()
+            seen += len(labels)
+            progress.update()
+    loss_total, correct_total, n = _global_sums(dist, loss_sum, correct, seen)
+    return {"train_loss": loss_total / n, "train_top1_err": 100 * (1 - correct_total / n),
+            **_throughput(timer.timing, dist)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, autocast, dist, spec: DatasetSpec) -> dict:
+    """Loss and top-1/top-5 error over the whole validation set, every image counted once across ranks."""
+    device = dist.ctx.device
+    started = time.perf_counter()
+    model.eval()
+    k = min(5, spec.num_classes)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros(2, dtype=torch.int64, device=device)  # top-1, top-k
+    seen = 0
+    for images, labels in loader:
+        with autocast():
+            logits = model(images)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        hits = logits.topk(k, dim=1).indices == labels[:, None]
+        correct += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
+        seen += len(labels)
+    loss_total, (top1, topk), n = _global_sums(dist, loss_sum, correct, seen)
+    if n != spec.val_size:
+        raise RuntimeError(f"evaluated {n} images, but the validation set has {spec.val_size}")
+    return {"val_loss": loss_total / n, "val_top1_err": 100 * (1 - top1 / n), "val_top5_err": 100 * (1 - topk / n),
+            "eval_time_s": time.perf_counter() - started}
+
+
+def _global_sums(dist, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int):
+    """All-reduce (loss sum, correct counts..., images) in one call; returns Python numbers."""
+    device = loss_sum.device
+    packed = torch.cat([loss_sum.reshape(1), correct.reshape(-1).double(),
+                        torch.tensor([seen], dtype=torch.float64, device=device)])
+    totals = dist.all_reduce_sum(packed).tolist()
+    corrects = totals[1:-1]
+    return totals[0], (corrects[0] if len(corrects) == 1 else corrects), int(totals[-1])
+
+
+def _throughput(timing: EpochTiming, dist) -> dict:
+    """Job images/s = steady-state images of all ranks / wall seconds (ranks step in lock-step: their mean)."""
+    local = torch.tensor([timing.images, timing.seconds, timing.data_wait], dtype=torch.float64,
+                         device=dist.ctx.device)
+    images, seconds, wait = dist.all_reduce_sum(local).tolist()
+    world = dist.ctx.world_size
+    return {
+        "train_images_per_sec": images / (seconds / world) if seconds > 0 else float("nan"),
+        "train_images_per_sec_median": timing.median_images_per_sec * world,
+        "train_images_per_sec_spread": timing.spread_pct,
+        "epoch_time_s": timing.epoch_seconds,
+        "data_wait_frac": wait / seconds if seconds > 0 else float("nan"),
+    }
+
+
+def _run_metrics(last: dict, state: TrainState, device: torch.device, seconds: float) -> dict:
+    return {
+        "best_val_top1_err": state.best_val_top1_err,
+        "final_val_top1_err": last["val_top1_err"],
+        "final_val_top5_err": last["val_top5_err"],
+        "peak_mem_mb": peak_memory_mb(device),
+        "train_time_s": seconds,
+    }
+
+
+def _configure_torch(cfg: TrainConfig, device: torch.device) -> None:
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _seed_epoch(seed: int, epoch: int) -> None:
+    """Every random draw of an epoch (dropout, augmentation in the main process) follows from (seed, epoch),
+    so a run resumed at epoch k repeats exactly what an uninterrupted run did."""
+    s = seed * 1_000_003 + epoch
+    torch.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    dtype = AMP_DTYPES[cfg.precision]
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def _flops(model: nn.Module, cfg: TrainConfig, spec: DatasetSpec) -> int:
+    """Forward FLOPs per image; also the first proof that the net accepts this data set's input size."""
+    try:
+        return forward_flops_per_image(model, spec.image_size)
+    except (RuntimeError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise UsageError(f"arch {cfg.arch} cannot take {spec.image_size}x{spec.image_size} images "
+                         f"of {spec.name}: {first}") from None
+
+
+def _progress(ctx, epoch: int, epochs: int) -> tqdm:
+    """A bar on rank 0 when stderr is a terminal; nothing elsewhere."""
+    return tqdm(desc=f"epoch {epoch}/{epochs}", unit="step", leave=False, dynamic_ncols=True,
+                disable=None if ctx.is_main else True)
+
+
+def _log_epoch(epoch: int, epochs: int, m: dict) -> None:
+    log.info("epoch %d/%d  train loss %.4f err %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "
+             "%.1f img/s (spread %.0f%%)  data wait %.1f%%  %.1f s",
+             epoch, epochs, m["train_loss"], m["train_top1_err"], m["val_loss"], m["val_top1_err"],
+             m["val_top5_err"], m["train_images_per_sec"], m["train_images_per_sec_spread"],
+             100 * m["data_wait_frac"], m["epoch_time_s"])
+
+
+def _run_params(cfg: TrainConfig, ctx, spec: DatasetSpec, arch_resolved: str) -> dict:
+    d = cfg.data
+    return {
+        "arch": cfg.arch, "arch_resolved": arch_resolved, "dataset": spec.name, "num_classes": spec.num_classes,
+        "image_size": spec.image_size, "train_size": spec.train_size, "val_size": spec.val_size,
+        "framework": "pytorch", "launcher": ctx.launcher, "world_size": ctx.world_size,
+        "batch_size": d.batch_size, "global_batch_size": d.batch_size * ctx.world_size,
+        "val_batch_size": d.val_batch_size or d.batch_size, "epochs": cfg.epochs, "lr": cfg.lr,
+        "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
+        "milestones": list(cfg.milestones), "gamma": cfg.gamma, "dropout": cfg.dropout, "recipe": cfg.recipe,
+        "seed": d.seed, "precision": cfg.precision, "channels_last": d.channels_last, "compile": cfg.compile,
+        "compile_mode": cfg.compile_mode, "loader": d.loader, "workers": d.workers,
+        "warmup_steps": cfg.warmup_steps, "window_steps": cfg.window_steps,
+        **environment_params(ctx.device),
+    }
+
+
+def _payload(cfg, state: TrainState, model, optimizer, scheduler, scaler) -> dict:
+    return {
+        "config": cfg.to_dict(), "epoch": state.epoch, "best_val_top1_err": state.best_val_top1_err,
+        "run_id": state.run_id, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+    }
+
+
+def _restore(payload: dict, model, optimizer, scheduler, scaler) -> TrainState:
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as err:
+        raise UsageError(f"checkpoint does not fit arch {payload['config']['arch']}: "
+                         f"{str(err).splitlines()[0]}") from None
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    scaler.load_state_dict(payload["scaler"])
+    return TrainState(payload["epoch"], payload["best_val_top1_err"], payload["run_id"])

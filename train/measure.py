@@ -1,0 +1,128 @@
+"""How cnnbench measures: throughput over the steady state, data wait, FLOPs, peak memory.
+
+Throughput is images / wall seconds between two device synchronisations: one after the warm-up steps
+of the epoch, one at the end; in between, a synchronisation every ``window_steps`` steps closes a
+timing window, so a run also reports the median and spread of the windows. Nothing else in the
+step synchronises (no ``.item()``): loss and correct counts accumulate on the device.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, NamedTuple
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Window(NamedTuple):
+    images: int
+    seconds: float
+    full: bool  # False for the epoch's last, shorter window
+
+
+@dataclass
+class EpochTiming:
+    images: int = 0  # steady-state images
+    seconds: float = 0.0  # steady-state wall seconds
+    data_wait: float = 0.0  # steady-state seconds blocked on the loader
+    epoch_seconds: float = 0.0  # the whole epoch, warm-up included
+    windows: list[Window] = field(default_factory=list)
+
+    @property
+    def images_per_sec(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    def _window_rates(self) -> list[float]:
+        """Full windows only; a partial window counts only when there is no full one."""
+        full = [w for w in self.windows if w.full] or self.windows
+        return [w.images / w.seconds for w in full if w.seconds > 0]
+
+    @property
+    def median_images_per_sec(self) -> float:
+        rates = self._window_rates()
+        return statistics.median(rates) if rates else float("nan")
+
+    @property
+    def spread_pct(self) -> float:
+        rates = self._window_rates()
+        return 100 * (max(rates) - min(rates)) / statistics.median(rates) if rates else float("nan")
+
+    @property
+    def data_wait_frac(self) -> float:
+        return self.data_wait / self.seconds if self.seconds > 0 else float("nan")
+
+
+class EpochTimer:
+    """Wraps a loader: yields its batches and times the epoch as described in the module docstring."""
+
+    def __init__(self, device: torch.device, warmup_steps: int, window_steps: int,
+                 on_window: Callable[[float], None] | None = None):
+        self.device = device
+        self.warmup_steps = warmup_steps
+        self.window_steps = window_steps
+        self.on_window = on_window
+        self.timing = EpochTiming()
+
+    def iterate(self, loader: Iterable, steps: int) -> Iterator:
+        """``steps`` is len(loader); an epoch shorter than the warm-up still gets one timed step."""
+        t = self.timing = EpochTiming()
+        warmup = min(self.warmup_steps, max(steps - 1, 0))
+        synchronize(self.device)
+        epoch_start = window_start = time.perf_counter()
+        window_images = window_steps = 0
+        batches = iter(loader)
+        for step in range(1, steps + 1):
+            asked = time.perf_counter()
+            batch = next(batches)
+            if step > warmup:
+                t.data_wait += time.perf_counter() - asked
+            yield batch
+            if step == warmup:
+                synchronize(self.device)
+                window_start = time.perf_counter()
+                continue
+            if step < warmup:
+                continue
+            window_images += len(batch[1])
+            window_steps += 1
+            if window_steps == self.window_steps or step == steps:
+                synchronize(self.device)
+                now = time.perf_counter()
+                self._close_window(Window(window_images, now - window_start, window_steps == self.window_steps))
+                window_start, window_images, window_steps = now, 0, 0
+        t.epoch_seconds = time.perf_counter() - epoch_start
+
+    def _close_window(self, window: Window) -> None:
+        t = self.timing
+        t.windows.append(window)
+        t.images += window.images
+        t.seconds += window.seconds
+        if self.on_window is not None:
+            self.on_window(window.images / window.seconds)
+
+
+def forward_flops_per_image(model: nn.Module, image_size: int) -> int:
+    """Forward FLOPs of one image, counted by torch's flop counter in eval mode (BN stats untouched)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -1,0 +1,23 @@
+"""Model registry: ``create_model(name, num_classes, prefer=...)``, ``list_models``, ``resolve_model``."""
+from train.models import cifar  # noqa: F401  (registers the CIFAR nets)
+from train.models._registry import (
+    ALIASES,
+    ModelEntry,
+    count_parameters,
+    create_model,
+    list_models,
+    parameter_count,
+    register_model,
+    resolve_model,
+)
+
+__all__ = [
+    "ALIASES",
+    "ModelEntry",
+    "count_parameters",
+    "create_model",
+    "list_models",
+    "parameter_count",
+    "register_model",
+    "resolve_model",
+]

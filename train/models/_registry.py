@@ -1,0 +1,192 @@
+"""One name -> one constructor, for the CIFAR nets written here and every torchvision/timm ImageNet net.
+
+Names a user types:
+  * CIFAR nets of this repo: ``resnet-110``, ``wrn-28-10``, ``densenet-bc-100-12`` ... (family ``cifar``)
+  * ImageNet nets: torchvision names (``resnet18``), then timm names torchvision lacks (``dpn68``),
+    and the short aliases of ``ALIASES`` (``resnext50``) (family ``imagenet``)
+  * a source prefix forces one library: ``cifar/alexnet``, ``torchvision/alexnet``, ``timm/resnet50``.
+
+Some names exist in both families (``alexnet``, ``vgg16``): the data set decides, 32x32 data prefers
+the CIFAR net, ImageNet-sized data the ImageNet one (``resolve_model(name, prefer=...)``).
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import functools
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from train.errors import UsageError
+
+FAMILIES = ("cifar", "imagenet")
+SOURCES = ("cifar", "torchvision", "timm")
+
+# Short names users type for ImageNet nets -> "source/name". One table, read by resolve_model.
+ALIASES = {
+    "resnext50": "torchvision/resnext50_32x4d",
+    "resnext101": "torchvision/resnext101_32x8d",
+    "resnext101_64": "torchvision/resnext101_64x4d",
+    "wrn50": "torchvision/wide_resnet50_2",
+    "wrn101": "torchvision/wide_resnet101_2",
+    "mobilenetv2": "torchvision/mobilenet_v2",
+    "mobilenetv3": "torchvision/mobilenet_v3_large",
+    "mobilenet": "timm/mobilenetv1_100",
+    "shufflenetv2": "torchvision/shufflenet_v2_x1_0",
+    "inceptionv3": "torchvision/inception_v3",
+    "inception_v4": "timm/inception_v4",
+    "densenet-121": "torchvision/densenet121",
+    "efficientnet": "torchvision/efficientnet_b0",
+}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A constructible model: ``build(num_classes, **kwargs)`` returns an ``nn.Module``."""
+
+    name: str
+    source: str
+    family: str
+    build: Callable[..., nn.Module] = field(compare=False, repr=False)
+    input_size: int = 224
+    summary: str = ""
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.source}/{self.name}"
+
+
+_CIFAR: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, summary: str = "") -> Callable:
+    """Decorator for a CIFAR net builder ``fn(num_classes, **kwargs) -> nn.Module``.
+
+    Usable on a function, or called directly in a loop: ``register_model(name)(functools.partial(...))``.
+    """
+
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _CIFAR:
+            raise ValueError(f"model {name!r} registered twice")
+        _CIFAR[name] = ModelEntry(name, "cifar", "cifar", builder, input_size=32, summary=summary)
+        return builder
+
+    return add
+
+
+@functools.cache
+def _torchvision_names() -> frozenset[str]:
+    import torchvision
+
+    return frozenset(torchvision.models.list_models(module=torchvision.models))
+
+
+@functools.cache
+def _timm_names() -> frozenset[str]:
+    import timm
+
+    return frozenset(timm.list_models())
+
+
+_EXPLICIT_INIT = frozenset({"googlenet", "inception_v3"})
+
+
+def _torchvision_entry(name: str) -> ModelEntry:
+    import torchvision
+
+    def build(num_classes: int, **kwargs) -> nn.Module:
+        if name in _EXPLICIT_INIT:
+            kwargs.setdefault("init_weights", True)  # the paper's init; unset, torchvision warns on every build
+        return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
+
+    size = 299 if name == "inception_v3" else 224
+    return ModelEntry(name, "torchvision", "imagenet", build, input_size=size, summary="torchvision")
+
+
+def _timm_entry(name: str) -> ModelEntry:
+    import timm
+
+    def build(num_classes: int, dropout: float | None = None, **kwargs) -> nn.Module:
+        if dropout is not None:
+            kwargs["drop_rate"] = dropout
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+
+    cfg = timm.get_pretrained_cfg(name)
+    size = cfg.input_size[-1] if cfg is not None else 224
+    return ModelEntry(name, "timm", "imagenet", build, input_size=size, summary="timm")
+
+
+def _lookup(source: str, name: str) -> ModelEntry | None:
+    if source == "cifar":
+        return _CIFAR.get(name)
+    if source == "torchvision" and name in _torchvision_names():
+        return _torchvision_entry(name)
+    if source == "timm" and name in _timm_names():
+        return _timm_entry(name)
+    return None
+
+
+def _imagenet_lookup(name: str) -> ModelEntry | None:
+    """torchvision first, timm where torchvision has no such net."""
+    if name in ALIASES:
+        return _lookup(*ALIASES[name].split("/", 1))
+    return _lookup("torchvision", name) or _lookup("timm", name)
+
+
+def resolve_model(name: str, prefer: str = "cifar") -> ModelEntry:
+    """The entry a user-typed name means, for data that prefers the ``prefer`` family."""
+    if prefer not in FAMILIES:
+        raise ValueError(f"prefer must be one of {FAMILIES}, not {prefer!r}")
+    source, sep, bare = name.partition("/")
+    if sep and source in SOURCES:
+        entry = _lookup(source, bare)
+    elif prefer == "cifar":
+        entry = _CIFAR.get(name) or _imagenet_lookup(name)
+    else:
+        entry = _imagenet_lookup(name) or _CIFAR.get(name)
+    if entry is None:
+        raise UsageError(f"unknown arch {name!r}{_suggestion(name)}; `python -m train.models` lists them all")
+    return entry
+
+
+def _suggestion(name: str) -> str:
+    known = [*_CIFAR, *ALIASES, *_torchvision_names(), *_timm_names()]
+    close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.6)
+    return f" (did you mean: {', '.join(close)}?)" if close else ""
+
+
+def create_model(name: str, num_classes: int, prefer: str = "cifar", **kwargs) -> nn.Module:
+    """Build ``name`` for ``num_classes``; keyword arguments left ``None`` keep the model's default."""
+    entry = resolve_model(name, prefer)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    try:
+        return entry.build(num_classes, **kwargs)
+    except TypeError as err:
+        raise UsageError(f"arch {entry.qualified_name} does not take {sorted(kwargs)}: {err}") from None
+
+
+def list_models(pattern: str = "*", sources: tuple[str, ...] = SOURCES) -> list[ModelEntry]:
+    """Entries whose name matches the shell-style ``pattern``, CIFAR nets first, each name once."""
+    entries: list[ModelEntry] = []
+    if "cifar" in sources:
+        entries += [_CIFAR[n] for n in _CIFAR if fnmatch.fnmatch(n, pattern)]
+    if "torchvision" in sources:
+        entries += [_torchvision_entry(n) for n in sorted(_torchvision_names()) if fnmatch.fnmatch(n, pattern)]
+    if "timm" in sources:
+        shadowed = _torchvision_names() if "torchvision" in sources else frozenset()
+        names = sorted(_timm_names() - shadowed)
+        entries += [_timm_entry(n) for n in names if fnmatch.fnmatch(n, pattern)]
+    return entries
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def parameter_count(entry: ModelEntry, num_classes: int) -> int:
+    """Parameters of ``entry`` without allocating them: the model is built on the meta device."""
+    with torch.device("meta"):
+        return count_parameters(entry.build(num_classes))

@@ -1,0 +1,98 @@
+"""The metrics schema: every name a run may log, with its unit, how it is aggregated, and its step.
+
+One table, read by the MLflow tracker (which refuses undeclared names), the summary printout and,
+later, reports and other frameworks' engines. Errors are in percent; step "epoch" metrics are logged
+with step = epoch number (1-based), step "run" metrics once per run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    step: str  # "epoch" | "run"
+    aggregation: str
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    meaning: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("train_loss", "nats", "epoch", "cross-entropy summed over every training image seen, / images"),
+    Metric("train_top1_err", "%", "epoch", "100 * (1 - correct / images) over the epoch, with augmentation"),
+    Metric("val_loss", "nats", "epoch", "cross-entropy summed over the whole validation set, / images"),
+    Metric("val_top1_err", "%", "epoch", "100 * (1 - top-1 correct / images), whole validation set"),
+    Metric("val_top5_err", "%", "epoch", "100 * (1 - top-5 correct / images), whole validation set"),
+    Metric("train_images_per_sec", "images/s", "epoch", "steady-state images / wall seconds, warm-up excluded"),
+    Metric("train_images_per_sec_median", "images/s", "epoch", "median of the timing windows' images/s"),
+    Metric("train_images_per_sec_spread", "%", "epoch", "100 * (max - min) / median over timing windows"),
+    Metric("epoch_time_s", "s", "epoch", "wall seconds of the training epoch, warm-up included"),
+    Metric("eval_time_s", "s", "epoch", "wall seconds of the validation pass"),
+    Metric("data_wait_frac", "fraction", "epoch", "steady-state seconds blocked on the loader / wall seconds"),
+    Metric("lr", "1", "epoch", "learning rate used during the epoch"),
+    Metric("num_params", "count", "run", "trainable and frozen parameters of the model"),
+    Metric("flops_per_image", "FLOP", "run", "forward FLOPs for one image (torch.utils.flop_counter; MAC = 2)"),
+    Metric("best_val_top1_err", "%", "run", "minimum val_top1_err over the epochs"),
+    Metric("final_val_top1_err", "%", "run", "val_top1_err after the last epoch"),
+    Metric("final_val_top5_err", "%", "run", "val_top5_err after the last epoch"),
+    Metric("peak_mem_mb", "MiB", "run", "CUDA: max allocated by tensors; CPU: peak resident set size of the process"),
+    Metric("train_time_s", "s", "run", "wall seconds of all training and evaluation epochs of this job"),
+)
+
+PARAMS: tuple[Param, ...] = (
+    Param("arch", "model name as typed"),
+    Param("arch_resolved", "source/name the registry built"),
+    Param("dataset", "data set"),
+    Param("num_classes", "classes of the data set"),
+    Param("image_size", "side of the square model input"),
+    Param("train_size", "training images, all ranks"),
+    Param("val_size", "validation images, all ranks"),
+    Param("framework", "training framework"),
+    Param("launcher", "single | ddp | horovod"),
+    Param("world_size", "processes in the job"),
+    Param("batch_size", "training batch per process"),
+    Param("global_batch_size", "batch_size * world_size"),
+    Param("val_batch_size", "evaluation batch per process"),
+    Param("epochs", "epochs of the schedule"),
+    Param("lr", "initial learning rate"),
+    Param("momentum", "SGD momentum"),
+    Param("weight_decay", "L2 weight decay"),
+    Param("schedule", "learning-rate schedule"),
+    Param("milestones", "multistep milestones (epochs)"),
+    Param("gamma", "multistep factor"),
+    Param("dropout", "dropout rate, where the model has one"),
+    Param("recipe", "named preset the config started from"),
+    Param("seed", "seed of weights, data order and augmentation"),
+    Param("precision", "fp32 | fp16 | bf16 autocast"),
+    Param("channels_last", "NHWC memory format"),
+    Param("compile", "torch.compile used"),
+    Param("compile_mode", "torch.compile mode"),
+    Param("loader", "data loading backend"),
+    Param("workers", "loader worker processes per rank"),
+    Param("warmup_steps", "steps per epoch excluded from images/s"),
+    Param("window_steps", "steps per timing window"),
+    Param("device", "device type the run trained on"),
+    Param("device_name", "GPU model, or CPU model"),
+    Param("num_threads", "torch CPU threads"),
+    Param("hostname", "host of rank 0"),
+    Param("python_version", "Python version"),
+    Param("torch_version", "torch version"),
+    Param("torchvision_version", "torchvision version"),
+    Param("timm_version", "timm version"),
+    Param("mlflow_version", "mlflow version"),
+    Param("cuda_version", "CUDA version torch was built with ('none' on CPU builds)"),
+    Param("cudnn_version", "cuDNN version, when CUDA is used"),
+    Param("git_sha", "commit of cnnbench, '-dirty' when the tree has local changes"),
+    Param("checkpoint_dir", "folder of this run's checkpoints"),
+)
+
+METRIC_BY_NAME = {m.name: m for m in METRICS}
+PARAM_NAMES = frozenset(p.name for p in PARAMS)
+EPOCH_METRICS = frozenset(m.name for m in METRICS if m.step == "epoch")
+RUN_METRICS = frozenset(m.name for m in METRICS if m.step == "run")
