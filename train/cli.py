@@ -90,6 +90,8 @@ def format_summary(cfg: TrainConfig, s) -> str:
         ("epochs", str(cfg.epochs)),
         ("val top-1 error", f"{m['final_val_top1_err']:.2f} % (best {m['best_val_top1_err']:.2f} %)"),
         ("val top-5 error", f"{m['final_val_top5_err']:.2f} %"),
+        ("train images/s", f"{m['train_images_per_sec']:.1f} (last epoch; windows spread "
+                           f"{m['train_images_per_sec_spread']:.0f} %, data wait {100 * m['data_wait_frac']:.1f} %)"),
         ("parameters", f"{m['num_params'] / 1e6:.3f} M"),
         ("forward FLOPs/image", f"{m['flops_per_image'] / 1e6:.1f} M"),
         ("peak memory", f"{m['peak_mem_mb']:.0f} MiB"),

@@ -50,7 +50,7 @@ class RunSummary:
     run_id: str | None
     status: str
     tracking_uri: str
-    metrics: dict
+    metrics: dict  # run metrics and the last epoch's metrics
     checkpoint: Path | None
 
 
@@ -113,7 +113,6 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
 
     save = partial(save_checkpoint, ckpt_dir) if ctx.is_main else (lambda epoch, payload: None)
     last_ckpt = None
-    summary: dict = dict(complexity)
     started = time.perf_counter()
     with tracker.scope() as end:
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
@@ -133,9 +132,9 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
                 end.status = "KILLED"
                 end.reason = f"stopped after epoch {epoch} of {cfg.epochs} (--stop-after); continue with --resume {ckpt_dir}"
                 break
-        summary.update(_run_metrics(metrics, state, ctx.device, time.perf_counter() - started))
-        tracker.log_metrics({k: v for k, v in summary.items() if k not in complexity}, step=0)
-    return RunSummary(state.run_id, end.status, uri, summary, last_ckpt)
+        run_metrics = _run_metrics(metrics, state, ctx.device, time.perf_counter() - started)
+        tracker.log_metrics(run_metrics, step=0)
+    return RunSummary(state.run_id, end.status, uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
 
 
 def build_model(cfg: TrainConfig, spec: DatasetSpec) -> tuple[nn.Module, str]:
