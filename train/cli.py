@@ -14,6 +14,7 @@ from typing import Callable
 
 from train.checkpoint import find_checkpoint, load_checkpoint
 from train.config import OneLineErrorParser, TrainConfig, config_from_args, get_args_parser
+from train import engine
 from train.errors import UsageError
 
 log = logging.getLogger("cnnbench")
@@ -28,7 +29,7 @@ def exit_on_usage_error(main: Callable[[], int]) -> None:
         print(f"cnnbench: error: {first_line}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
-        print("cnnbench: interrupted; the MLflow run is marked KILLED", file=sys.stderr)
+        print("cnnbench: interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
 
@@ -72,8 +73,6 @@ def raise_keyboard_interrupt_on_sigterm() -> None:
 
 def train_and_report(cfg: TrainConfig, dist, checkpoint: dict | None) -> int:
     """Run the engine; on rank 0 print the summary table and how to look at the run."""
-    from train import engine  # imported here so `--help` and bad flags answer before torch/mlflow load
-
     setup_logging(dist.ctx.is_main)
     raise_keyboard_interrupt_on_sigterm()
     summary = engine.run(cfg, dist, checkpoint)

@@ -55,7 +55,7 @@ class TrainConfig:
 
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)} - {"data"}
-D = TrainConfig()  # the defaults, quoted in --help
+DEFAULTS = TrainConfig()  # quoted in --help
 
 
 def make_config(**values) -> TrainConfig:
@@ -122,7 +122,7 @@ nonneg_int, nonneg_float = _number(int, False), _number(float, False)
 def get_args_parser() -> argparse.ArgumentParser:
     """The engine's flags; launchers use it as a parent parser and add only their own."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
-    dd = D.data
+    D, dd = DEFAULTS, DEFAULTS.data
 
     g = p.add_argument_group("model and data")
     g.add_argument("--arch", help=f"model name, see `python -m train.models` (default: {D.arch})")

@@ -120,7 +120,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
             loaders.train.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
             train = train_one_epoch(step, loaders.train, cfg, dist, _progress(ctx, epoch, cfg.epochs))
-            val = evaluate(step.model, loaders.val, step.autocast, dist, spec)
+            val = evaluate(compiled, loaders.val, step.autocast, dist, spec)  # not through the DDP wrapper
             scheduler.step()
             state.epoch = epoch
             state.best_val_top1_err = min(state.best_val_top1_err, val["val_top1_err"])
@@ -155,58 +155,47 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
 
 def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) -> dict:
     """One pass over this rank's training shard; sums are reduced over ranks, then divided."""
-    device = dist.ctx.device
     step.model.train()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
+    sums = torch.zeros(2, dtype=torch.float64, device=dist.ctx.device)  # loss sum, top-1 correct
     seen = 0
-    timer = EpochTimer(device, cfg.warmup_steps, cfg.window_steps,
+    timer = EpochTimer(dist.ctx.device, cfg.warmup_steps, cfg.window_steps,
                        on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False))
     with progress:
         for images, labels in timer.iterate(loader, len(loader)):
             loss, logits = step(images, labels)
-            loss_sum += loss * len(labels)
-            correct += (logits.argmax(1) == labels).sum()
+            sums += torch.stack([loss * len(labels), (logits.argmax(1) == labels).sum()])
             seen += len(labels)
             progress.update()
-    loss_total, correct_total, n = _global_sums(dist, loss_sum, correct, seen)
-    return {"train_loss": loss_total / n, "train_top1_err": 100 * (1 - correct_total / n),
-            **_throughput(timer.timing, dist)}
+    (loss_sum, correct), n = _reduce(dist, sums, seen)
+    return {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **_throughput(timer.timing, dist)}
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, autocast, dist, spec: DatasetSpec) -> dict:
     """Loss and top-1/top-5 error over the whole validation set, every image counted once across ranks."""
-    device = dist.ctx.device
     started = time.perf_counter()
     model.eval()
     k = min(5, spec.num_classes)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros(2, dtype=torch.int64, device=device)  # top-1, top-k
+    sums = torch.zeros(3, dtype=torch.float64, device=dist.ctx.device)  # loss sum, top-1 correct, top-k correct
     seen = 0
     for images, labels in loader:
         with autocast():
-            logits = model(images)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+            logits = model(images).float()
         hits = logits.topk(k, dim=1).indices == labels[:, None]
-        correct += torch.stack([hits[:, 0].sum(), hits.any(dim=1).sum()])
+        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[:, 0].sum(), hits.any(1).sum()])
         seen += len(labels)
-    loss_total, (top1, topk), n = _global_sums(dist, loss_sum, correct, seen)
+    (loss_sum, top1, topk), n = _reduce(dist, sums, seen)
     if n != spec.val_size:
         raise RuntimeError(f"evaluated {n} images, but the validation set has {spec.val_size}")
-    return {"val_loss": loss_total / n, "val_top1_err": 100 * (1 - top1 / n), "val_top5_err": 100 * (1 - topk / n),
+    return {"val_loss": loss_sum / n, "val_top1_err": 100 * (1 - top1 / n), "val_top5_err": 100 * (1 - topk / n),
             "eval_time_s": time.perf_counter() - started}
 
 
-def _global_sums(dist, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int):
-    """All-reduce (loss sum, correct counts..., images) in one call; returns Python numbers."""
-    device = loss_sum.device
-    packed = torch.cat([loss_sum.reshape(1), correct.reshape(-1).double(),
-                        torch.tensor([seen], dtype=torch.float64, device=device)])
-    totals = dist.all_reduce_sum(packed).tolist()
-    corrects = totals[1:-1]
-    return totals[0], (corrects[0] if len(corrects) == 1 else corrects), int(totals[-1])
+def _reduce(dist, sums: torch.Tensor, seen: int) -> tuple[list[float], int]:
+    """All-reduce device-side sums and the image count in one call; the one host sync of a pass."""
+    packed = torch.cat([sums, torch.tensor([seen], dtype=torch.float64, device=sums.device)])
+    *totals, n = dist.all_reduce_sum(packed).tolist()
+    return totals, int(n)
 
 
 def _throughput(timing: EpochTiming, dist) -> dict:

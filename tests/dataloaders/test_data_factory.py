@@ -34,7 +34,6 @@ def test_imagenet_constants_are_timms():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_batches_arrive_on_the_gpu(cifar10_root):
     from dataloaders import build_loaders
     from train.distributed import DistContext

@@ -41,7 +41,6 @@ def test_synthetic_shards_match_the_real_loaders():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_synthetic_data_is_made_on_the_device():
     from dataloaders import DataConfig, build_loaders
     from train.distributed import DistContext

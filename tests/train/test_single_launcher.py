@@ -147,3 +147,17 @@ def test_mixed_precision_and_channels_last_train_on_cpu(ws, monkeypatch, precisi
     assert run.data.params["precision"] == precision
     assert run.data.params["channels_last"] == str(channels_last)
     assert torch.isfinite(torch.tensor(run.data.metrics["train_loss"]))
+
+
+@pytest.mark.gpu
+def test_bf16_channels_last_trains_on_the_gpu(ws, monkeypatch):
+    from launchers import single
+
+    monkeypatch.chdir(ws.root)
+    argv = [*ws.flags(), "--device", "cuda", "--dataset", "synthetic", "--image-size", "64", "--num-classes", "10",
+            "--synthetic-train-size", "512", "--synthetic-val-size", "128", "--batch-size", "64", "--epochs", "1",
+            "--precision", "bf16", "--channels-last"]
+    assert single.main(argv) == 0
+    (run,) = ws.runs()
+    assert run.data.params["device"] == "cuda" and run.info.status == "FINISHED"
+    assert run.data.metrics["peak_mem_mb"] > 0

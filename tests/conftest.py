@@ -1,0 +1,12 @@
+"""Suite-wide rules: tests marked ``gpu`` skip themselves where CUDA is absent."""
+import pytest
+import torch
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
