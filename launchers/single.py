@@ -4,7 +4,7 @@
   python launchers/single.py --arch resnet-164 --recipe resnet-110 --dataset cifar10 --data-dir data
   python launchers/single.py --arch resnet50 --dataset synthetic --precision bf16 --channels-last
 
-Every flag is the engine's (see --help); this file only picks the device and calls the engine.
+This launcher only picks the device and calls the engine; every flag below is the engine's.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
 from pathlib import Path
@@ -89,8 +90,8 @@ def format_summary(cfg: TrainConfig, s) -> str:
         ("epochs", str(cfg.epochs)),
         ("val top-1 error", f"{m['final_val_top1_err']:.2f} % (best {m['best_val_top1_err']:.2f} %)"),
         ("val top-5 error", f"{m['final_val_top5_err']:.2f} %"),
-        ("train images/s", f"{m['train_images_per_sec']:.1f} (last epoch; windows spread "
-                           f"{m['train_images_per_sec_spread']:.0f} %, data wait {100 * m['data_wait_frac']:.1f} %)"),
+        ("train images/s", f"{m['train_images_per_sec']:.1f} (last epoch; timing windows spread "
+                           f"{_pct(m['train_images_per_sec_spread'])}, data wait {_pct(100 * m['data_wait_frac'])})"),
         ("parameters", f"{m['num_params'] / 1e6:.3f} M"),
         ("forward FLOPs/image", f"{m['flops_per_image'] / 1e6:.1f} M"),
         ("peak memory", f"{m['peak_mem_mb']:.0f} MiB"),
@@ -100,6 +101,10 @@ def format_summary(cfg: TrainConfig, s) -> str:
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
     return f"\ncnnbench summary\n{table}\n\nLook at it in the MLflow UI:\n  {mlflow_ui_command(s.tracking_uri)}\n"
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f} %"
 
 
 def mlflow_ui_command(uri: str) -> str:

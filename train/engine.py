@@ -104,17 +104,16 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     params = _run_params(cfg, ctx, spec, arch_resolved)
     state.run_id = tracker.open(run_name, params, cfg.to_dict())
     ckpt_dir = Path(cfg.checkpoint_dir) / str(state.run_id)
-    if checkpoint is None:
-        tracker.log_params({"checkpoint_dir": str(ckpt_dir)})
-        tracker.log_metrics(complexity, step=0)
-    log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
-             cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
-             spec.name, spec.train_size, spec.val_size, state.run_id)
-
     save = partial(save_checkpoint, ckpt_dir) if ctx.is_main else (lambda epoch, payload: None)
     last_ckpt = None
     started = time.perf_counter()
-    with tracker.scope() as end:
+    with tracker.scope() as end:  # from here on, whatever happens, the run is closed with a status
+        if checkpoint is None:
+            tracker.log_params({"checkpoint_dir": str(ckpt_dir)})
+            tracker.log_metrics(complexity, step=0)
+        log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
+                 cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
+                 spec.name, spec.train_size, spec.val_size, state.run_id)
         for epoch in range(state.epoch + 1, cfg.epochs + 1):
             _seed_epoch(cfg.data.seed, epoch)
             loaders.train.set_epoch(epoch)
@@ -130,7 +129,8 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
             last_ckpt = save(epoch, _payload(cfg, state, model, optimizer, scheduler, scaler))
             if epoch == cfg.stop_after:
                 end.status = "KILLED"
-                end.reason = f"stopped after epoch {epoch} of {cfg.epochs} (--stop-after); continue with --resume {ckpt_dir}"
+                end.reason = (f"stopped after epoch {epoch} of {cfg.epochs} (--stop-after); "
+                              f"continue with --resume {ckpt_dir}")
                 break
         run_metrics = _run_metrics(metrics, state, ctx.device, time.perf_counter() - started)
         tracker.log_metrics(run_metrics, step=0)
@@ -266,7 +266,7 @@ def _progress(ctx, epoch: int, epochs: int) -> tqdm:
 
 def _log_epoch(epoch: int, epochs: int, m: dict) -> None:
     log.info("epoch %d/%d  train loss %.4f err %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "
-             "%.1f img/s (spread %.0f%%)  data wait %.1f%%  %.1f s",
+             "%.1f img/s (window spread %.0f%%)  data wait %.1f%%  %.1f s",
              epoch, epochs, m["train_loss"], m["train_top1_err"], m["val_loss"], m["val_top1_err"],
              m["val_top5_err"], m["train_images_per_sec"], m["train_images_per_sec_spread"],
              100 * m["data_wait_frac"], m["epoch_time_s"])

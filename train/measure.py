@@ -53,8 +53,9 @@ class EpochTiming:
 
     @property
     def spread_pct(self) -> float:
+        """NaN with fewer than two windows: one window says nothing about stability."""
         rates = self._window_rates()
-        return 100 * (max(rates) - min(rates)) / statistics.median(rates) if rates else float("nan")
+        return 100 * (max(rates) - min(rates)) / statistics.median(rates) if len(rates) > 1 else float("nan")
 
     @property
     def data_wait_frac(self) -> float:

@@ -38,17 +38,18 @@ class RunEnd:
 
 class MlflowTracker:
     def __init__(self, uri: str, experiment: str, run_id: str | None = None):
-        from mlflow import MlflowClient  # slow to import: only rank 0 pays for it
-
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         self.uri = uri
         self.experiment = experiment
-        self.client = MlflowClient(uri)
         self.run_id = run_id
+        self.client = None
 
     def open(self, run_name: str, params: dict, config: dict) -> str:
         """Create the run (or reopen the resumed one) and record what it is; returns the run id."""
+        from mlflow import MlflowClient  # slow to import: only rank 0 pays for it
+
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
+            self.client = MlflowClient(self.uri)  # a sqlite store is created (or fails) right here
             if self.run_id is not None:
                 self.client.update_run(self.run_id, status="RUNNING")
                 return self.run_id

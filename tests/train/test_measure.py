@@ -1,4 +1,5 @@
 """Throughput windows, data-wait share and FLOP counting, checked on loaders and models we control."""
+import math
 import time
 
 import pytest
@@ -66,3 +67,9 @@ def test_flop_counting_leaves_batchnorm_statistics_and_mode_alone():
     before = model[1].running_mean.clone()
     forward_flops_per_image(model, 16)
     assert model.training and torch.equal(model[1].running_mean, before)
+
+
+def test_spread_needs_two_windows():
+    timer = EpochTimer(torch.device("cpu"), warmup_steps=0, window_steps=10)
+    assert math.isnan(run_epoch(timer, batches(4), 4).spread_pct)
+    assert run_epoch(timer, batches(20), 20).spread_pct >= 0

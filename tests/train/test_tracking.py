@@ -1,0 +1,51 @@
+"""The tracker writes only names the schema declares, and every run it closes says how it ended."""
+import pytest
+
+from train.errors import UsageError
+from train.schema import METRICS, PARAMS
+from train.tracking import END_TAG, MlflowTracker, NullTracker
+
+
+@pytest.fixture
+def tracker(tmp_path):
+    t = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "schema-test")
+    t.open("run", {"arch": "resnet-20"}, {"arch": "resnet-20"})
+    return t
+
+
+def test_undeclared_names_are_refused(tracker):
+    with pytest.raises(ValueError, match="not declared"):
+        tracker.log_metrics({"val_acc": 90.0}, step=1)
+    with pytest.raises(ValueError, match="not declared"):
+        tracker.log_metrics({"train_loss": 1.0}, step=0)  # an epoch metric logged as a run metric
+    with pytest.raises(ValueError, match="not declared"):
+        tracker.log_params({"learning_rate": 0.1})
+
+
+def test_scope_closes_with_the_status_of_how_it_ended(tracker):
+    with pytest.raises(RuntimeError):
+        with tracker.scope():
+            raise RuntimeError("boom")
+    run = tracker.client.get_run(tracker.run_id)
+    assert run.info.status == "FAILED" and "boom" in run.data.tags[END_TAG]
+
+
+def test_schema_names_are_unique_and_units_given():
+    names = [m.name for m in METRICS]
+    assert len(names) == len(set(names)) and all(m.unit and m.step in ("epoch", "run") for m in METRICS)
+    assert len({p.name for p in PARAMS}) == len(PARAMS)
+
+
+def test_an_unusable_store_is_one_usage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(UsageError, match="cannot use MLflow tracking store"):
+        MlflowTracker(f"sqlite:///{blocker}/sub/mlflow.db", "x").open("run", {}, {})
+
+
+def test_null_tracker_takes_the_same_calls():
+    t = NullTracker()
+    assert t.open("run", {"arch": "x"}, {}) is None
+    t.log_metrics({"anything": 1}, step=1)
+    with t.scope() as end:
+        assert end.status == "FINISHED"
