@@ -53,7 +53,7 @@ def bare_rate(args, device: torch.device) -> float:
     images = torch.empty(pool, 3, args.image_size, args.image_size, device=device,
                          memory_format=fmt).normal_(generator=gen)
     labels = torch.randint(args.num_classes, (pool,), generator=gen, device=device)
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.precision]
+    dtype = engine.AMP_DTYPES[args.precision]
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from train.checkpoint import find_checkpoint, load_checkpoint
 from train.config import OneLineErrorParser, TrainConfig, config_from_args, get_args_parser
 from train import engine
 from train.errors import UsageError
+from train.measure import format_pct
 
 log = logging.getLogger("cnnbench")
 
@@ -91,7 +91,8 @@ def format_summary(cfg: TrainConfig, s) -> str:
         ("val top-1 error", f"{m['final_val_top1_err']:.2f} % (best {m['best_val_top1_err']:.2f} %)"),
         ("val top-5 error", f"{m['final_val_top5_err']:.2f} %"),
         ("train images/s", f"{m['train_images_per_sec']:.1f} (last epoch; timing windows spread "
-                           f"{_pct(m['train_images_per_sec_spread'])}, data wait {_pct(100 * m['data_wait_frac'])})"),
+                           f"{format_pct(m['train_images_per_sec_spread'])}, "
+                           f"data wait {format_pct(100 * m['data_wait_frac'])})"),
         ("parameters", f"{m['num_params'] / 1e6:.3f} M"),
         ("forward FLOPs/image", f"{m['flops_per_image'] / 1e6:.1f} M"),
         ("peak memory", f"{m['peak_mem_mb']:.0f} MiB"),
@@ -101,10 +102,6 @@ def format_summary(cfg: TrainConfig, s) -> str:
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
     return f"\ncnnbench summary\n{table}\n\nLook at it in the MLflow UI:\n  {mlflow_ui_command(s.tracking_uri)}\n"
-
-
-def _pct(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.1f} %"
 
 
 def mlflow_ui_command(uri: str) -> str:

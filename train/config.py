@@ -154,7 +154,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=nonneg_int, help=f"seed of weights, data order and augmentation (default: {dd.seed})")
 
     g = p.add_argument_group("speed")
-    g.add_argument("--precision", choices=PRECISIONS, help=f"autocast dtype; fp16 adds loss scaling (default: {D.precision})")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help=f"autocast dtype; fp16 adds loss scaling (default: {D.precision})")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and batches")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"),
@@ -164,7 +165,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-steps", type=nonneg_int,
                    help=f"steps at each epoch start left out of images/s (default: {D.warmup_steps})")
     g.add_argument("--window-steps", type=pos_int,
-                   help=f"steps per timing window; images/s median and spread are over windows (default: {D.window_steps})")
+                   help=f"steps per timing window; images/s median and spread are over windows "
+                        f"(default: {D.window_steps})")
 
     g = p.add_argument_group("checkpoints and tracking")
     g.add_argument("--checkpoint-dir", help=f"checkpoints go to DIR/<run id>/ (default: {D.checkpoint_dir})")

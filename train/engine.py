@@ -27,8 +27,9 @@ from train.checkpoint import save_checkpoint
 from train.config import TrainConfig
 from train.environment import environment_params
 from train.errors import UsageError
-from train.measure import EpochTimer, EpochTiming, forward_flops_per_image, peak_memory_mb
+from train.measure import EpochTimer, EpochTiming, format_pct, forward_flops_per_image, peak_memory_mb
 from train.models import count_parameters, create_model, resolve_model
+from train.schema import PARAM_NAMES
 from train.tracking import make_tracker, tracking_uri
 
 log = logging.getLogger("cnnbench")
@@ -109,7 +110,6 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     started = time.perf_counter()
     with tracker.scope() as end:  # from here on, whatever happens, the run is closed with a status
         if checkpoint is None:
-            tracker.log_params({"checkpoint_dir": str(ckpt_dir)})
             tracker.log_metrics(complexity, step=0)
         log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
                  cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
@@ -266,25 +266,20 @@ def _progress(ctx, epoch: int, epochs: int) -> tqdm:
 
 def _log_epoch(epoch: int, epochs: int, m: dict) -> None:
     log.info("epoch %d/%d  train loss %.4f err %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "
-             "%.1f img/s (window spread %.0f%%)  data wait %.1f%%  %.1f s",
+             "%.1f img/s (window spread %s)  data wait %s  %.1f s",
              epoch, epochs, m["train_loss"], m["train_top1_err"], m["val_loss"], m["val_top1_err"],
-             m["val_top5_err"], m["train_images_per_sec"], m["train_images_per_sec_spread"],
-             100 * m["data_wait_frac"], m["epoch_time_s"])
+             m["val_top5_err"], m["train_images_per_sec"], format_pct(m["train_images_per_sec_spread"]),
+             format_pct(100 * m["data_wait_frac"]), m["epoch_time_s"])
 
 
 def _run_params(cfg: TrainConfig, ctx, spec: DatasetSpec, arch_resolved: str) -> dict:
-    d = cfg.data
+    """The config's settings that the schema declares, then what the job and the data set made of them."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k in PARAM_NAMES}
     return {
-        "arch": cfg.arch, "arch_resolved": arch_resolved, "dataset": spec.name, "num_classes": spec.num_classes,
+        **settings, "arch_resolved": arch_resolved, "dataset": spec.name, "num_classes": spec.num_classes,
         "image_size": spec.image_size, "train_size": spec.train_size, "val_size": spec.val_size,
-        "framework": "pytorch", "launcher": ctx.launcher, "world_size": ctx.world_size,
-        "batch_size": d.batch_size, "global_batch_size": d.batch_size * ctx.world_size,
-        "val_batch_size": d.val_batch_size or d.batch_size, "epochs": cfg.epochs, "lr": cfg.lr,
-        "momentum": cfg.momentum, "weight_decay": cfg.weight_decay, "schedule": cfg.schedule,
-        "milestones": list(cfg.milestones), "gamma": cfg.gamma, "dropout": cfg.dropout, "recipe": cfg.recipe,
-        "seed": d.seed, "precision": cfg.precision, "channels_last": d.channels_last, "compile": cfg.compile,
-        "compile_mode": cfg.compile_mode, "loader": d.loader, "workers": d.workers,
-        "warmup_steps": cfg.warmup_steps, "window_steps": cfg.window_steps,
+        "val_batch_size": cfg.data.eval_batch_size, "framework": "pytorch", "launcher": ctx.launcher,
+        "world_size": ctx.world_size, "global_batch_size": cfg.data.batch_size * ctx.world_size,
         **environment_params(ctx.device),
     }
 

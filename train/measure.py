@@ -7,6 +7,7 @@ step synchronises (no ``.item()``): loss and correct counts accumulate on the de
 """
 from __future__ import annotations
 
+import math
 import resource
 import statistics
 import time
@@ -109,6 +110,11 @@ class EpochTimer:
         t.seconds += window.seconds
         if self.on_window is not None:
             self.on_window(window.images / window.seconds)
+
+
+def format_pct(value: float) -> str:
+    """A percentage for people: 'n/a' where it is undefined (NaN)."""
+    return "n/a" if math.isnan(value) else f"{value:.1f} %"
 
 
 def forward_flops_per_image(model: nn.Module, image_size: int) -> int:

@@ -89,7 +89,7 @@ PARAMS: tuple[Param, ...] = (
     Param("cuda_version", "CUDA version torch was built with ('none' on CPU builds)"),
     Param("cudnn_version", "cuDNN version, when CUDA is used"),
     Param("git_sha", "commit of cnnbench, '-dirty' when the tree has local changes"),
-    Param("checkpoint_dir", "folder of this run's checkpoints"),
+    Param("checkpoint_dir", "checkpoints root: this run's are in <checkpoint_dir>/<run id>/"),
 )
 
 METRIC_BY_NAME = {m.name: m for m in METRICS}

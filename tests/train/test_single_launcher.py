@@ -161,3 +161,13 @@ def test_bf16_channels_last_trains_on_the_gpu(ws, monkeypatch):
     (run,) = ws.runs()
     assert run.data.params["device"] == "cuda" and run.info.status == "FINISHED"
     assert run.data.metrics["peak_mem_mb"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_and_checkpoints_plain_weights(ws):
+    check_ok(ws.launch("--compile", "--dataset", "synthetic", "--image-size", "32", "--num-classes", "10",
+                       "--synthetic-train-size", "128", "--synthetic-val-size", "64", "--batch-size", "64",
+                       "--epochs", "1"))
+    (run,) = ws.runs()
+    assert run.info.status == "FINISHED" and run.data.params["compile"] == "True"
+    assert not any(k.startswith("_orig_mod") for k in final_weights(ws))
