@@ -103,12 +103,12 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     tracker = make_tracker(ctx.is_main, uri, cfg.experiment, state.run_id)
     run_name = cfg.run_name or f"{cfg.arch}-{spec.name}-{ctx.launcher}"
     params = _run_params(cfg, ctx, spec, arch_resolved)
-    state.run_id = tracker.open(run_name, params, cfg.to_dict())
-    ckpt_dir = Path(cfg.checkpoint_dir) / str(state.run_id)
-    save = partial(save_checkpoint, ckpt_dir) if ctx.is_main else (lambda epoch, payload: None)
     last_ckpt = None
     started = time.perf_counter()
-    with tracker.scope() as end:  # from here on, whatever happens, the run is closed with a status
+    with tracker.run(run_name, params, cfg.to_dict()) as end:  # however it ends, the run is closed with a status
+        state.run_id = tracker.run_id
+        ckpt_dir = Path(cfg.checkpoint_dir) / str(state.run_id)
+        save = partial(save_checkpoint, ckpt_dir) if ctx.is_main else (lambda epoch, payload: None)
         if checkpoint is None:
             tracker.log_metrics(complexity, step=0)
         log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",

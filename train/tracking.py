@@ -42,9 +42,28 @@ class MlflowTracker:
         self.experiment = experiment
         self.run_id = run_id
         self.client = None
+        self.opened = False  # set once this process has created or reopened the run
 
-    def open(self, run_name: str, params: dict, config: dict) -> str:
-        """Create the run (or reopen the resumed one) and record what it is; returns the run id."""
+    @contextlib.contextmanager
+    def run(self, run_name: str, params: dict, config: dict):
+        """Open the run (or reopen the resumed one) and yield a ``RunEnd`` the caller may change.
+
+        Opening happens inside the guard: a signal or error that lands between the run's creation and the
+        first epoch still closes it KILLED or FAILED, never leaves it RUNNING.
+        """
+        end = RunEnd()
+        try:
+            self._open(run_name, params, config)
+            yield end
+        except KeyboardInterrupt:
+            self._close_if_open("KILLED", "interrupted (SIGINT/SIGTERM)")
+            raise
+        except BaseException as err:
+            self._close_if_open("FAILED", f"{type(err).__name__}: {err}"[:5000])
+            raise
+        self.close(end.status, end.reason)
+
+    def _open(self, run_name: str, params: dict, config: dict) -> None:
         from mlflow import MlflowClient  # slow to import: only rank 0 pays for it
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -52,15 +71,16 @@ class MlflowTracker:
             self.client = MlflowClient(self.uri)  # a sqlite store is created (or fails) right here
             if self.run_id is not None:
                 self.client.update_run(self.run_id, status="RUNNING")
-                return self.run_id
+                self.opened = True
+                return
             experiment_id = self._experiment_id()
         except Exception as err:  # any store error here means the store is unusable: say so once
             raise UsageError(f"cannot use MLflow tracking store {self.uri}: {type(err).__name__}: {err}") from None
-        run = self.client.create_run(experiment_id, run_name=run_name, tags={"mlflow.source.name": "cnnbench"})
-        self.run_id = run.info.run_id
+        self.run_id = self.client.create_run(experiment_id, run_name=run_name,
+                                             tags={"mlflow.source.name": "cnnbench"}).info.run_id
+        self.opened = True
         self.log_params(params)
         self.client.log_dict(self.run_id, config, "config.json")
-        return self.run_id
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -84,26 +104,13 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
-    def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
-
     def close(self, status: str, reason: str) -> None:
         self.client.set_tag(self.run_id, END_TAG, reason)
         self.client.set_terminated(self.run_id, status)
 
-    @contextlib.contextmanager
-    def scope(self):
-        """Yields a ``RunEnd`` the caller may change; an exception closes the run KILLED or FAILED."""
-        end = RunEnd()
-        try:
-            yield end
-        except KeyboardInterrupt:
-            self.close("KILLED", "interrupted (SIGINT/SIGTERM)")
-            raise
-        except BaseException as err:
-            self.close("FAILED", f"{type(err).__name__}: {err}"[:5000])
-            raise
-        self.close(end.status, end.reason)
+    def _close_if_open(self, status: str, reason: str) -> None:
+        if self.opened:
+            self.close(status, reason)
 
 
 class NullTracker:
@@ -111,21 +118,15 @@ class NullTracker:
 
     run_id = None
 
-    def open(self, run_name: str, params: dict, config: dict) -> None:
-        return None
+    @contextlib.contextmanager
+    def run(self, run_name: str, params: dict, config: dict):
+        yield RunEnd()
 
     def log_params(self, params: dict) -> None:
         pass
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         pass
-
-    def set_tag(self, key: str, value: str) -> None:
-        pass
-
-    @contextlib.contextmanager
-    def scope(self):
-        yield RunEnd()
 
 
 def make_tracker(is_main: bool, uri: str, experiment: str, run_id: str | None):

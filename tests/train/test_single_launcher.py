@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from tests.fakedata import write_cifar10
+from tests.fakedata import write_cifar10, write_imagefolder
 from tests.train.conftest import SINGLE, Workspace, check_ok
 from train.checkpoint import find_checkpoint, load_checkpoint
 from train.schema import EPOCH_METRICS, PARAM_NAMES, RUN_METRICS
@@ -65,6 +65,17 @@ def test_cifar_on_disk_format_trains_one_epoch_through_the_real_loader(ws):
     assert run.info.status == "FINISHED"
     assert (run.data.params["train_size"], run.data.params["val_size"]) == ("100", "17")
     assert 0 <= run.data.metrics["val_top1_err"] <= 100
+
+
+def test_imagenet_folder_trains_a_torchvision_net(ws):
+    data = write_imagefolder(ws.root / "data")  # 3 classes x (6 train, 3 val) JPEGs of mixed sizes
+    check_ok(ws.launch("--dataset", "imagenet", "--data-dir", str(data), "--arch", "resnet18", "--epochs", "1",
+                       "--batch-size", "8", "--workers", "2"))
+    (run,) = ws.runs()
+    p = run.data.params
+    assert (p["arch_resolved"], p["image_size"], p["num_classes"]) == ("torchvision/resnet18", "224", "3")
+    assert (p["train_size"], p["val_size"]) == ("18", "9")
+    assert run.data.metrics["flops_per_image"] > 3e9  # resnet18 at 224: ~1.8 GMACs
 
 
 def cifar_flags(ws: Workspace, epochs: int = 2) -> list[str]:

@@ -8,26 +8,38 @@ from train.tracking import END_TAG, MlflowTracker, NullTracker
 
 @pytest.fixture
 def tracker(tmp_path):
-    t = MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "schema-test")
-    t.open("run", {"arch": "resnet-20"}, {"arch": "resnet-20"})
-    return t
+    return MlflowTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "schema-test")
 
 
 def test_undeclared_names_are_refused(tracker):
-    with pytest.raises(ValueError, match="not declared"):
-        tracker.log_metrics({"val_acc": 90.0}, step=1)
-    with pytest.raises(ValueError, match="not declared"):
-        tracker.log_metrics({"train_loss": 1.0}, step=0)  # an epoch metric logged as a run metric
-    with pytest.raises(ValueError, match="not declared"):
-        tracker.log_params({"learning_rate": 0.1})
+    with tracker.run("run", {"arch": "resnet-20"}, {"arch": "resnet-20"}):
+        with pytest.raises(ValueError, match="not declared"):
+            tracker.log_metrics({"val_acc": 90.0}, step=1)
+        with pytest.raises(ValueError, match="not declared"):
+            tracker.log_metrics({"train_loss": 1.0}, step=0)  # an epoch metric logged as a run metric
+        with pytest.raises(ValueError, match="not declared"):
+            tracker.log_params({"learning_rate": 0.1})
+    assert tracker.client.get_run(tracker.run_id).info.status == "FINISHED"
 
 
-def test_scope_closes_with_the_status_of_how_it_ended(tracker):
-    with pytest.raises(RuntimeError):
-        with tracker.scope():
-            raise RuntimeError("boom")
+@pytest.mark.parametrize("exc,status", [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt("signal 15"), "KILLED")])
+def test_the_run_is_closed_with_the_status_of_how_it_ended(tracker, exc, status):
+    with pytest.raises(type(exc)):
+        with tracker.run("run", {}, {}):
+            raise exc
     run = tracker.client.get_run(tracker.run_id)
-    assert run.info.status == "FAILED" and "boom" in run.data.tags[END_TAG]
+    assert run.info.status == status and run.data.tags[END_TAG]
+
+
+def test_an_interrupt_while_the_run_is_being_opened_still_closes_it(tracker, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("signal 15")
+
+    monkeypatch.setattr(MlflowTracker, "log_params", interrupted)  # lands right after the run is created
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.run("run", {"arch": "x"}, {}):
+            pass
+    assert tracker.client.get_run(tracker.run_id).info.status == "KILLED"
 
 
 def test_schema_names_are_unique_and_units_given():
@@ -40,15 +52,15 @@ def test_an_unusable_store_is_one_usage_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(UsageError, match="cannot use MLflow tracking store"):
-        MlflowTracker(f"sqlite:///{blocker}/sub/mlflow.db", "x").open("run", {}, {})
+        with MlflowTracker(f"sqlite:///{blocker}/sub/mlflow.db", "x").run("run", {}, {}):
+            pass
 
 
 def test_null_tracker_takes_the_same_calls():
     t = NullTracker()
-    assert t.open("run", {"arch": "x"}, {}) is None
-    t.log_metrics({"anything": 1}, step=1)
-    with t.scope() as end:
-        assert end.status == "FINISHED"
+    with t.run("run", {"arch": "x"}, {}) as end:
+        t.log_metrics({"anything": 1}, step=1)
+        assert end.status == "FINISHED" and t.run_id is None
 
 
 def test_schema_has_every_name_the_foundation_promises():
