@@ -20,60 +20,55 @@ import time
 import torch
 import torch.nn.functional as F
 
+from dataloaders import build_loaders
 from train import engine
 from train.config import make_config
 from train.distributed import DistContext, SingleProcess, pick_device
 from train.environment import device_name, git_sha
 from train.measure import synchronize
-from train.models import create_model
 
 
-def engine_rate(args, device: torch.device, store: str) -> float:
-    """Train images/s of one engine epoch: (warm-up + timed steps) batches, warm-up excluded by the engine."""
-    cfg = make_config(
+def benchmark_config(args, device: torch.device, store: str):
+    """One epoch of (warm-up + timed steps) synthetic batches; the warm-up is what the engine leaves out."""
+    return make_config(
         arch=args.arch, dataset="synthetic", image_size=args.image_size, num_classes=args.num_classes,
         synthetic_train_size=(args.warmup + args.steps) * args.batch_size, synthetic_val_size=args.batch_size,
         batch_size=args.batch_size, epochs=1, schedule="constant", precision=args.precision,
         channels_last=args.channels_last, warmup_steps=args.warmup, window_steps=args.steps,
         tracking_uri=f"sqlite:///{store}/mlflow.db", checkpoint_dir=f"{store}/ckpt", experiment="overhead",
         device=str(device.type))
-    summary = engine.run(cfg, SingleProcess(DistContext(device=device, launcher="single")))
-    return summary.metrics["train_images_per_sec"]
 
 
-def bare_rate(args, device: torch.device) -> float:
-    """The loop a user would write by hand: same model, data, optimiser and autocast as the engine."""
-    torch.manual_seed(0)
-    prefer = "cifar" if args.image_size <= 64 else "imagenet"  # the engine's rule (engine.build_model)
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = create_model(args.arch, args.num_classes, prefer=prefer).to(device, memory_format=fmt).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    gen = torch.Generator(device).manual_seed(0)
-    pool = 4 * args.batch_size
-    images = torch.empty(pool, 3, args.image_size, args.image_size, device=device,
-                         memory_format=fmt).normal_(generator=gen)
-    labels = torch.randint(args.num_classes, (pool,), generator=gen, device=device)
-    dtype = engine.AMP_DTYPES[args.precision]
+def engine_rate(cfg, ctx: DistContext) -> float:
+    return engine.run(cfg, SingleProcess(ctx)).metrics["train_images_per_sec"]
+
+
+def bare_rate(cfg, ctx: DistContext) -> float:
+    """The loop a user would write by hand, on the model and batches the engine's own builders make."""
+    device = ctx.device
+    torch.manual_seed(cfg.data.seed)
+    loaders = build_loaders(cfg.data, ctx)
+    model, _ = engine.build_model(cfg, loaders.spec)
+    fmt = torch.channels_last if cfg.data.channels_last else torch.preserve_format
+    model.to(device, memory_format=fmt).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    dtype = engine.AMP_DTYPES[cfg.precision]
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
-    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
-    def step(i: int) -> None:
-        s = (i % 4) * args.batch_size
+    start = None
+    for i, (images, labels) in enumerate(loaders.train):
+        if i == cfg.warmup_steps:
+            synchronize(device)
+            start = time.perf_counter()
         with autocast():
-            loss = F.cross_entropy(model(images[s:s + args.batch_size]), labels[s:s + args.batch_size])
+            loss = F.cross_entropy(model(images), labels)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
-
-    for i in range(args.warmup):
-        step(i)
     synchronize(device)
-    start = time.perf_counter()
-    for i in range(args.steps):
-        step(args.warmup + i)
-    synchronize(device)
-    return args.steps * args.batch_size / (time.perf_counter() - start)
+    return (len(loaders.train) - cfg.warmup_steps) * cfg.data.batch_size / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -94,11 +89,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
 
+    ctx = DistContext(device=device, launcher="single")
     engine_rates, bare_rates = [], []
     with tempfile.TemporaryDirectory() as store:
+        cfg = benchmark_config(args, device, store)
         for _ in range(args.repeats):
-            engine_rates.append(engine_rate(args, device, store))
-            bare_rates.append(bare_rate(args, device))
+            engine_rates.append(engine_rate(cfg, ctx))
+            bare_rates.append(bare_rate(cfg, ctx))
     e, b = statistics.median(engine_rates), statistics.median(bare_rates)
     # each engine run is paired with the bare run right after it: the pair saw the same machine state
     ratios = sorted(er / br for er, br in zip(engine_rates, bare_rates))
