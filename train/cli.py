@@ -6,6 +6,7 @@ Also the ``cnnbench`` console command.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -116,12 +117,21 @@ def mlflow_ui_command(uri: str) -> str:
     return f"{exe} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open http://127.0.0.1:5000"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``cnnbench COMMAND``: ``models`` lists the registry (more commands join as they are built)."""
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "models":
-        print("usage: cnnbench models [flags]   (cnnbench models --help)", file=sys.stderr)
-        sys.exit(2)
-    from train.models.__main__ import main as list_models_main
+# Subcommand -> module with ``main(argv, prog) -> int``; imported only when asked for, so
+# ``cnnbench models`` does not pay for what ``cnnbench report`` needs.
+COMMANDS = {
+    "models": ("train.models.__main__", "list the model registry with parameters and sources"),
+}
 
-    exit_on_usage_error(lambda: list_models_main(argv[1:], prog="cnnbench models"))
+
+def main(argv: list[str] | None = None) -> None:
+    """``cnnbench COMMAND [flags]``: one entry point for the commands in ``COMMANDS``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        listing = "\n".join(f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items())
+        stream = sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr
+        print(f"usage: cnnbench COMMAND [flags]   (cnnbench COMMAND --help)\n\ncommands:\n{listing}", file=stream)
+        sys.exit(0 if stream is sys.stdout else 2)
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    exit_on_usage_error(lambda: module.main(argv[1:], prog=f"cnnbench {argv[0]}"))
