@@ -18,7 +18,11 @@ __all__ = ["DATASETS", "LOADERS", "DataConfig", "DatasetSpec", "DeviceLoader", "
 _MODULES = {"digits": "digits", "cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet",
             "synthetic": "synthetic"}
 DATASETS = tuple(_MODULES)
-LOADERS = ("torch",)
+# --loader dali: data set -> module. Synthetic images are made on the device: there is nothing for DALI to read.
+_DALI_MODULES = {"digits": "dali_memory", "cifar10": "dali_memory", "cifar100": "dali_memory",
+                 "imagenet": "dali_folder"}
+_MODULES_BY_LOADER = {"torch": _MODULES, "dali": _DALI_MODULES}
+LOADERS = tuple(_MODULES_BY_LOADER)
 
 
 def build_loaders(cfg: DataConfig, ctx: DistContext) -> Loaders:
@@ -26,4 +30,8 @@ def build_loaders(cfg: DataConfig, ctx: DistContext) -> Loaders:
         raise UsageError(f"unknown dataset {cfg.dataset!r}; choose one of: {', '.join(DATASETS)}")
     if cfg.loader not in LOADERS:
         raise UsageError(f"unknown loader {cfg.loader!r}; choose one of: {', '.join(LOADERS)}")
-    return importlib.import_module(f"dataloaders.{_MODULES[cfg.dataset]}").build(cfg, ctx)
+    modules = _MODULES_BY_LOADER[cfg.loader]
+    if cfg.dataset not in modules:
+        raise UsageError(f"--loader {cfg.loader} cannot load the {cfg.dataset} data set; "
+                         f"it loads: {', '.join(modules)}")
+    return importlib.import_module(f"dataloaders.{modules[cfg.dataset]}").build(cfg, ctx)

@@ -16,6 +16,8 @@ class DataConfig:
     batch_size: int = 128           # per process
     val_batch_size: int | None = None   # None -> batch_size
     workers: int = 2                # DataLoader worker processes (0 = in the main process)
+    loader_threads: int = 2         # DALI: CPU threads of each pipeline
+    prefetch: int = 2               # DALI: batches a pipeline prepares ahead
     seed: int = 0
     channels_last: bool = False
     image_size: int = 224           # synthetic only

@@ -69,8 +69,9 @@ def write_cifar100(root, train: int = 60, test: int = 23, seed: int = 0) -> Path
 
 
 def write_imagefolder(root, classes=("cat", "dog", "fish"), train_per_class: int = 6, val_per_class: int = 3,
-                      seed: int = 0) -> Path:
-    """``root/{train,val}/<class>/*.jpg``: real JPEGs from 40x30 to 120x90 pixels in varying aspect ratios."""
+                      seed: int = 0, widths: tuple[int, int] = (40, 121), heights: tuple[int, int] = (30, 91)) -> Path:
+    """``root/{train,val}/<class>/*.jpg``: real JPEGs of random sizes, ``widths`` and ``heights`` giving the ranges
+    (end excluded; by default 40x30 to 120x90 pixels) and so the aspect ratios."""
     root, rng = Path(root), np.random.default_rng(seed)
     colours = class_colours(len(classes)).astype(np.int16)
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
@@ -78,7 +79,7 @@ def write_imagefolder(root, classes=("cat", "dog", "fish"), train_per_class: int
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
-                width, height = int(rng.integers(40, 121)), int(rng.integers(30, 91))
+                width, height = int(rng.integers(*widths)), int(rng.integers(*heights))
                 noise = rng.integers(-30, 31, size=(height, width, 3), dtype=np.int16)
                 pixels = np.clip(colours[c] + noise, 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{name}_{i:03d}.jpg", quality=90)

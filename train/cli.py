@@ -14,21 +14,31 @@ from pathlib import Path
 from typing import Callable
 
 from train.checkpoint import find_checkpoint, load_checkpoint
-from train.config import OneLineErrorParser, TrainConfig, config_from_args, get_args_parser
+from train.config import LR_SCALINGS, OneLineErrorParser, TrainConfig, config_from_args, get_args_parser, pos_int
 from train import engine
-from train.errors import UsageError
+from train.distributed import launched_rank, launched_world_size, let_rank0_report_first
+from train.errors import RankError, UsageError
 from train.measure import format_pct
 
 log = logging.getLogger("cnnbench")
 
 
 def exit_on_usage_error(main: Callable[[], int]) -> None:
-    """Run ``main`` and exit with its code; a ``UsageError`` becomes one stderr line and exit code 2."""
+    """Run ``main`` and exit with its code; a ``UsageError`` becomes one stderr line and exit code 2.
+
+    In a multi-process job every rank exits 2, but only rank 0 prints, unless the error is a ``RankError``
+    (one rank's own problem), which the rank that met it reports under its number.
+    """
     try:
         code = main()
     except UsageError as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else "bad input"
-        print(f"cnnbench: error: {first_line}", file=sys.stderr)
+        rank = launched_rank()
+        if rank == 0 or isinstance(err, RankError):
+            where = f" (rank {rank})" if rank else ""
+            print(f"cnnbench: error{where}: {first_line}", file=sys.stderr)
+        else:
+            let_rank0_report_first()
         code = 2
     except KeyboardInterrupt:
         print("cnnbench: interrupted", file=sys.stderr)
@@ -40,6 +50,31 @@ def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A launcher's parser: the engine's flags plus ``--help``; launchers add their own flags to it."""
     return OneLineErrorParser(prog=prog, description=description, parents=[get_args_parser()],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def distributed_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    """A multi-process launcher's parser: the engine's flags and the batch and lr rules of data parallelism."""
+    parser = training_parser(prog, description)
+    group = parser.add_argument_group("distributed")
+    group.add_argument("--global-batch-size", type=pos_int,
+                       help="instead of --batch-size: the job's batch, split evenly over the processes")
+    group.add_argument("--lr-scaling", choices=LR_SCALINGS,
+                       help="linear: --lr is for one process's batch and is multiplied by the number of "
+                            "processes (Goyal et al. 2017) (default: none)")
+    return parser, group
+
+
+def split_global_batch(args: argparse.Namespace) -> None:
+    """Turn --global-batch-size into the per-process --batch-size the engine takes."""
+    total = getattr(args, "global_batch_size", None)
+    if total is None:
+        return
+    world = launched_world_size()
+    if hasattr(args, "batch_size"):
+        raise UsageError("give --batch-size (per process) or --global-batch-size, not both")
+    if total % world:
+        raise UsageError(f"--global-batch-size {total} cannot be split evenly over {world} processes")
+    args.batch_size = total // world
 
 
 def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
@@ -121,6 +156,13 @@ def mlflow_ui_command(uri: str) -> str:
 # ``cnnbench models`` does not pay for what ``cnnbench report`` needs.
 COMMANDS = {
     "models": ("train.models.__main__", "list the model registry with parameters and sources"),
+    "framework": ("train.frameworks.cli", "one comparison task (vgg-cnn, resnet50-train/-infer) on PyTorch, "
+                                          "TensorFlow/Keras or MXNet"),
+    "suite": ("train.suite", "run a benchmark grid from configs/*.yaml, one MLflow run per point (or plan it)"),
+    "report": ("train.report", "turn an experiment's runs into a Markdown report with plots, like the published tables"),
+    "analyze": ("train.analyze", "ImageNet nets' parameters, FLOPs, memory, latency and images/s on this device, "
+                                 "with plots"),
+    "evaluate": ("train.evaluate", "Acc@1/Acc@5 of pretrained (or given) weights over a validation folder, ranked"),
 }
 
 

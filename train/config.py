@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 
 from dataloaders import DATASETS, LOADERS, DataConfig
@@ -17,6 +18,7 @@ from train.recipes import RECIPES
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 SCHEDULES = ("multistep", "cosine", "constant")
+LR_SCALINGS = ("none", "linear")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -27,6 +29,8 @@ class TrainConfig:
     recipe: str | None = None
     epochs: int = 5
     lr: float = 0.1
+    lr_scaling: str = "none"
+    sync_bn: bool = False
     momentum: float = 0.9
     weight_decay: float = 1e-4
     schedule: str = "cosine"
@@ -46,11 +50,17 @@ class TrainConfig:
     tracking_uri: str | None = None
     experiment: str = "cnnbench"
     run_name: str | None = None
+    tags: tuple[str, ...] = ()  # KEY=VALUE
 
     def to_dict(self) -> dict:
         """Flat ``{field: value}`` of every setting, data fields included (for logging and checkpoints)."""
         flat = {k: v for k, v in dataclasses.asdict(self).items() if k != "data"}
         return {**flat, **dataclasses.asdict(self.data)}
+
+    @property
+    def run_tags(self) -> dict[str, str]:
+        """The ``--tag KEY=VALUE`` pairs, as MLflow run tags (a later KEY wins)."""
+        return dict(tag.split("=", 1) for tag in self.tags)
 
 
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
@@ -95,6 +105,11 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line (no usage dump), exit code 2."""
 
     def error(self, message: str):
+        from train.distributed import launched_rank, let_rank0_report_first  # every rank parses the same flags
+
+        if launched_rank() != 0:
+            let_rank0_report_first()
+            self.exit(2)
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -119,6 +134,14 @@ pos_int, pos_float = _number(int, True), _number(float, True)
 nonneg_int, nonneg_float = _number(int, False), _number(float, False)
 
 
+def key_value(text: str) -> str:
+    """An argparse ``type`` for ``KEY=VALUE``; KEY limited to the characters MLflow accepts in tag names."""
+    key, sep, _ = text.partition("=")
+    if not sep or not re.fullmatch(r"[\w./: -]+", key):
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (KEY: letters, digits, _ - . / : space)")
+    return text
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The engine's flags; launchers use it as a parent parser and add only their own."""
     p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
@@ -132,6 +155,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--download", action="store_true", help="download CIFAR into --data-dir if missing")
     g.add_argument("--loader", choices=LOADERS, help=f"data loading backend (default: {dd.loader})")
     g.add_argument("--workers", type=nonneg_int, help=f"loader worker processes per rank (default: {dd.workers})")
+    g.add_argument("--loader-threads", type=pos_int,
+                   help=f"--loader dali: CPU threads per rank (default: {dd.loader_threads})")
+    g.add_argument("--prefetch", type=pos_int,
+                   help=f"--loader dali: batches prepared ahead per rank (default: {dd.prefetch})")
     g.add_argument("--image-size", type=pos_int, help=f"synthetic data: image side (default: {dd.image_size})")
     g.add_argument("--num-classes", type=pos_int, help=f"synthetic data: classes (default: {dd.num_classes})")
     g.add_argument("--synthetic-train-size", type=pos_int,
@@ -177,4 +204,6 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     g.add_argument("--experiment", help=f"MLflow experiment name (default: {D.experiment})")
     g.add_argument("--run-name", help="MLflow run name (default: ARCH-DATASET-LAUNCHER)")
+    g.add_argument("--tag", dest="tags", action="append", type=key_value, metavar="KEY=VALUE",
+                   help="set this tag on the MLflow run; repeatable (`cnnbench suite` tags suite and grid point)")
     return p

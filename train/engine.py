@@ -68,7 +68,7 @@ class Step:
         with self.autocast():
             logits = self.model(images)
             loss = F.cross_entropy(logits, labels)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # None grads by default; Horovod's optimizer takes no set_to_none
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -78,6 +78,9 @@ class Step:
 def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     """Train ``cfg`` on the process set of ``dist``; ``checkpoint`` is a loaded payload to resume."""
     ctx = dist.ctx
+    uri = tracking_uri(cfg.tracking_uri)
+    tracker = make_tracker(ctx.is_main, uri, cfg.experiment, checkpoint["run_id"] if checkpoint else None)
+    _check_before_work(dist, tracker)
     _configure_torch(cfg, ctx.device)
     torch.manual_seed(cfg.data.seed)
     loaders = build_loaders(cfg.data, ctx)
@@ -86,7 +89,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     complexity = {"num_params": count_parameters(model), "flops_per_image": _flops(model, cfg, spec)}
     model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(cfg, ctx.world_size), momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
@@ -96,16 +99,17 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
                          f"(give a larger --epochs to train further)")
     dist.broadcast_state(model, optimizer)
 
-    compiled = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
-    step = Step(dist.wrap_model(compiled), dist.wrap_optimizer(optimizer), scaler, _autocast(cfg, ctx.device))
+    wrapped = dist.wrap_model(model)  # DDP wraps before compiling, so compile sees its bucketing
+    eval_model = _maybe_compile(model, cfg)  # evaluation bypasses DDP: ranks may hold unequal batch counts
+    train_model = eval_model if wrapped is model else _maybe_compile(wrapped, cfg)
+    step = Step(train_model, dist.wrap_optimizer(optimizer), scaler, _autocast(cfg, ctx.device))
 
-    uri = tracking_uri(cfg.tracking_uri)
-    tracker = make_tracker(ctx.is_main, uri, cfg.experiment, state.run_id)
     run_name = cfg.run_name or f"{cfg.arch}-{spec.name}-{ctx.launcher}"
     params = _run_params(cfg, ctx, spec, arch_resolved)
     last_ckpt = None
     started = time.perf_counter()
-    with tracker.run(run_name, params, cfg.to_dict()) as end:  # however it ends, the run is closed with a status
+    # however it ends, the run is closed with a status
+    with tracker.run(run_name, params, cfg.to_dict(), cfg.run_tags) as end:
         state.run_id = tracker.run_id
         ckpt_dir = Path(cfg.checkpoint_dir) / str(state.run_id)
         save = partial(save_checkpoint, ckpt_dir) if ctx.is_main else (lambda epoch, payload: None)
@@ -119,7 +123,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
             loaders.train.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
             train = train_one_epoch(step, loaders.train, cfg, dist, _progress(ctx, epoch, cfg.epochs))
-            val = evaluate(compiled, loaders.val, step.autocast, dist, spec)  # not through the DDP wrapper
+            val = evaluate(eval_model, loaders.val, step.autocast, dist, spec)
             scheduler.step()
             state.epoch = epoch
             state.best_val_top1_err = min(state.best_val_top1_err, val["val_top1_err"])
@@ -137,11 +141,24 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     return RunSummary(state.run_id, end.status, uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
 
 
+def _check_before_work(dist, tracker) -> None:
+    """Problems found by rank 0 stop every rank at once, before any data or model is built."""
+    problem = tracker.probe()
+    flag = torch.tensor([float(problem is not None)], device=dist.ctx.device)
+    if dist.all_reduce_sum(flag).item():
+        raise UsageError(problem or "rank 0 found a problem at start-up (its message says which)")
+
+
 def build_model(cfg: TrainConfig, spec: DatasetSpec) -> tuple[nn.Module, str]:
     """The model for ``spec``: 32x32-ish data prefers the CIFAR nets of a shared name, larger data ImageNet's."""
     prefer = "cifar" if spec.image_size <= 64 else "imagenet"
     entry = resolve_model(cfg.arch, prefer)
     return create_model(cfg.arch, spec.num_classes, prefer=prefer, dropout=cfg.dropout), entry.qualified_name
+
+
+def scaled_lr(cfg: TrainConfig, world_size: int) -> float:
+    """--lr is the rate for one process's batch; linear scaling (Goyal et al. 2017) grows it with the global batch."""
+    return cfg.lr * world_size if cfg.lr_scaling == "linear" else cfg.lr
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
@@ -199,17 +216,22 @@ def _reduce(dist, sums: torch.Tensor, seen: int) -> tuple[list[float], int]:
 
 
 def _throughput(timing: EpochTiming, dist) -> dict:
-    """Job images/s = steady-state images of all ranks / wall seconds (ranks step in lock-step: their mean)."""
-    local = torch.tensor([timing.images, timing.seconds, timing.data_wait], dtype=torch.float64,
-                         device=dist.ctx.device)
-    images, seconds, wait = dist.all_reduce_sum(local).tolist()
-    world = dist.ctx.world_size
+    """Job images/s = steady-state images of all ranks / the slowest rank's steady-state wall seconds."""
+    world, rank = dist.ctx.world_size, dist.ctx.rank
+    # one sum carries every rank's seconds in its own slot (the seam needs no max or gather)
+    local = torch.zeros(3 + world, dtype=torch.float64, device=dist.ctx.device)
+    local[:3] = torch.tensor([timing.images, timing.seconds, timing.data_wait], dtype=torch.float64)
+    local[3 + rank] = timing.seconds
+    images, seconds_sum, wait, *per_rank = dist.all_reduce_sum(local).tolist()
+    wall = max(per_rank)
+    rate = images / wall if wall > 0 else float("nan")
     return {
-        "train_images_per_sec": images / (seconds / world) if seconds > 0 else float("nan"),
+        "train_images_per_sec": rate,
+        "train_images_per_sec_per_worker": rate / world,
         "train_images_per_sec_median": timing.median_images_per_sec * world,
         "train_images_per_sec_spread": timing.spread_pct,
         "epoch_time_s": timing.epoch_seconds,
-        "data_wait_frac": wait / seconds if seconds > 0 else float("nan"),
+        "data_wait_frac": wait / seconds_sum if seconds_sum > 0 else float("nan"),
     }
 
 
@@ -239,6 +261,10 @@ def _seed_epoch(seed: int, epoch: int) -> None:
     torch.manual_seed(s)
     random.seed(s)
     np.random.seed(s % 2**32)
+
+
+def _maybe_compile(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    return torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
 
 
 def _autocast(cfg: TrainConfig, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
@@ -280,6 +306,7 @@ def _run_params(cfg: TrainConfig, ctx, spec: DatasetSpec, arch_resolved: str) ->
         "image_size": spec.image_size, "train_size": spec.train_size, "val_size": spec.val_size,
         "val_batch_size": cfg.data.eval_batch_size, "framework": "pytorch", "launcher": ctx.launcher,
         "world_size": ctx.world_size, "global_batch_size": cfg.data.batch_size * ctx.world_size,
+        "backend": ctx.backend, "lr_scaled": scaled_lr(cfg, ctx.world_size),
         **environment_params(ctx.device),
     }
 

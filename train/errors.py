@@ -1,9 +1,16 @@
-"""The one exception type that means "the user asked for something that cannot be done".
+"""The exception types that mean "the user asked for something that cannot be done".
 
-Launchers turn it into one line on stderr and exit code 2 (see ``train.cli.exit_on_usage_error``);
+Launchers turn them into one line on stderr and exit code 2 (see ``train.cli.exit_on_usage_error``);
 anything else is a bug and keeps its traceback.
 """
 
 
 class UsageError(Exception):
-    """Bad input: unknown name, missing or corrupt file, impossible combination of flags."""
+    """Bad input: unknown name, missing or corrupt file, impossible combination of flags.
+
+    Every rank of a job meets the same one, so only rank 0 reports it.
+    """
+
+
+class RankError(UsageError):
+    """Bad input that only some ranks meet (a rank without a device): every rank that meets it reports it."""

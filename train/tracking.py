@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from train.errors import UsageError
-from train.schema import EPOCH_METRICS, PARAM_NAMES, RUN_METRICS
+from train.schema import EPOCH_METRICS, PARAM_NAMES, is_declared_run_metric
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 END_TAG = "cnnbench.end"
@@ -45,15 +45,15 @@ class MlflowTracker:
         self.opened = False  # set once this process has created or reopened the run
 
     @contextlib.contextmanager
-    def run(self, run_name: str, params: dict, config: dict):
-        """Open the run (or reopen the resumed one) and yield a ``RunEnd`` the caller may change.
+    def run(self, run_name: str, params: dict, config: dict, tags: dict | None = None):
+        """Open the run (or reopen the resumed one), set ``tags`` on it, and yield a ``RunEnd`` the caller may change.
 
         Opening happens inside the guard: a signal or error that lands between the run's creation and the
         first epoch still closes it KILLED or FAILED, never leaves it RUNNING.
         """
         end = RunEnd()
         try:
-            self._open(run_name, params, config)
+            self._open(run_name, params, config, tags or {})
             yield end
         except KeyboardInterrupt:
             self._close_if_open("KILLED", "interrupted (SIGINT/SIGTERM)")
@@ -63,8 +63,9 @@ class MlflowTracker:
             raise
         self.close(end.status, end.reason)
 
-    def _open(self, run_name: str, params: dict, config: dict) -> None:
+    def _open(self, run_name: str, params: dict, config: dict, tags: dict) -> None:
         from mlflow import MlflowClient  # slow to import: only rank 0 pays for it
+        from mlflow.entities import RunTag
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
@@ -72,15 +73,28 @@ class MlflowTracker:
             if self.run_id is not None:
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.opened = True
+                self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
                 return
             experiment_id = self._experiment_id()
         except Exception as err:  # any store error here means the store is unusable: say so once
             raise UsageError(f"cannot use MLflow tracking store {self.uri}: {type(err).__name__}: {err}") from None
         self.run_id = self.client.create_run(experiment_id, run_name=run_name,
-                                             tags={"mlflow.source.name": "cnnbench"}).info.run_id
+                                             tags={"mlflow.source.name": "cnnbench", **tags}).info.run_id
         self.opened = True
         self.log_params(params)
         self.client.log_dict(self.run_id, config, "config.json")
+
+    def probe(self, timeout_s: float = 5.0) -> str | None:
+        """Why the store cannot be used, or None. Quick: MLflow's own client retries an absent server for minutes."""
+        if self.uri.startswith(("http://", "https://")):
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=timeout_s):
+                    return None
+            except OSError as err:  # URLError, timeouts and refused connections are all OSErrors
+                return f"MLflow tracking server {self.uri} cannot be reached: {getattr(err, 'reason', err)}"
+        return None  # a database or file store is created, or refused, when the run opens
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -97,8 +111,8 @@ class MlflowTracker:
     def log_metrics(self, metrics: dict, step: int) -> None:
         from mlflow.entities import Metric
 
-        declared = EPOCH_METRICS if step > 0 else RUN_METRICS
-        bad = _undeclared(metrics, declared)
+        bad = _undeclared(metrics, EPOCH_METRICS) if step > 0 else sorted(
+            name for name in metrics if not is_declared_run_metric(name))
         if bad:
             raise ValueError(f"metrics not declared in train.schema for this step: {bad}")
         now = int(time.time() * 1000)
@@ -118,8 +132,11 @@ class NullTracker:
 
     run_id = None
 
+    def probe(self) -> None:
+        return None
+
     @contextlib.contextmanager
-    def run(self, run_name: str, params: dict, config: dict):
+    def run(self, run_name: str, params: dict, config: dict, tags: dict | None = None):
         yield RunEnd()
 
     def log_params(self, params: dict) -> None:
@@ -131,3 +148,31 @@ class NullTracker:
 
 def make_tracker(is_main: bool, uri: str, experiment: str, run_id: str | None):
     return MlflowTracker(uri, experiment, run_id) if is_main else NullTracker()
+
+
+def open_store(uri: str):
+    """An ``MlflowClient`` for reading the runs of ``uri``; a store that cannot be used is a UsageError."""
+    from mlflow import MlflowClient
+
+    problem = MlflowTracker(uri, experiment="").probe()  # fails fast where MLflow would retry for minutes
+    if problem:
+        raise UsageError(problem)
+    for chatty in ("alembic", "mlflow.store.db.utils"):  # they announce every new sqlite store at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    try:
+        client = MlflowClient(uri)
+        client.search_experiments(max_results=1)  # MLflow opens a store lazily: open it here
+    except Exception as err:  # any store error here means the store is unusable: say so once
+        raise UsageError(f"cannot use MLflow tracking store {uri}: {type(err).__name__}: {err}") from None
+    return client
+
+
+def search_all_runs(client, experiment_id: str, filter_string: str = "") -> list:
+    """Every run of the experiment that matches ``filter_string``, across MLflow's result pages."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs

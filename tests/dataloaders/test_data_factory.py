@@ -11,10 +11,10 @@ from train.errors import UsageError
 
 def test_names_of_the_contract():
     assert DATASETS == ("digits", "cifar10", "cifar100", "imagenet", "synthetic")
-    assert LOADERS == ("torch",)
+    assert LOADERS == ("torch", "dali")
 
 
-@pytest.mark.parametrize("field, value", [("dataset", "mnist"), ("loader", "dali")])
+@pytest.mark.parametrize("field, value", [("dataset", "mnist"), ("loader", "ffcv")])
 def test_unknown_names_are_usage_errors(field, value):
     cfg = {"dataset": "synthetic", field: value}
     with pytest.raises(UsageError, match=f"unknown {field} '{value}'"):

@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SINGLE = REPO / "launchers" / "single.py"
+DDP = REPO / "launchers" / "ddp.py"
+HOROVOD = REPO / "launchers" / "horovod.py"
+BIN = Path(sys.executable).parent  # torchrun and horovodrun live beside the venv's python
 
 
 @dataclass
@@ -26,8 +29,22 @@ class Workspace:
         return ["--tracking-uri", self.uri, "--checkpoint-dir", str(self.root / "ckpt"), "--workers", "0"]
 
     def launch(self, *args: str, timeout: float = 900, **popen) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(SINGLE), *self.flags(), *args], cwd=self.root,
-                              capture_output=True, text=True, timeout=timeout, **popen)
+        return self.command([sys.executable, str(SINGLE), *self.flags(), *args], timeout, **popen)
+
+    def torchrun(self, nproc: int, *args: str, rendezvous: tuple[str, ...] = ("--standalone",),
+                 timeout: float = 900) -> subprocess.CompletedProcess:
+        """``launchers/ddp.py`` under torchrun, gloo on CPU, one thread per process."""
+        return self.command([str(BIN / "torchrun"), *rendezvous, f"--nproc_per_node={nproc}", str(DDP),
+                             *self.flags(), "--device", "cpu", "--threads", "1", *args], timeout)
+
+    def horovodrun(self, nproc: int, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """``launchers/horovod.py`` under horovodrun with Gloo on this host."""
+        return self.command([str(BIN / "horovodrun"), "--gloo", "-np", str(nproc), "-H", f"localhost:{nproc}",
+                             sys.executable, str(HOROVOD), *self.flags(), "--device", "cpu", "--threads", "1",
+                             *args], timeout)
+
+    def command(self, argv: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
+        return subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=timeout, **popen)
 
     def runs(self, experiment: str = "cnnbench"):
         from mlflow import MlflowClient

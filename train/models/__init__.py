@@ -2,7 +2,9 @@
 from train.models import cifar  # noqa: F401  (registers the CIFAR nets)
 from train.models._registry import (
     ALIASES,
+    UNAVAILABLE,
     ModelEntry,
+    complexity,
     count_parameters,
     create_model,
     list_models,
@@ -13,7 +15,9 @@ from train.models._registry import (
 
 __all__ = [
     "ALIASES",
+    "UNAVAILABLE",
     "ModelEntry",
+    "complexity",
     "count_parameters",
     "create_model",
     "list_models",

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fnmatch
 import sys
 
 from tqdm import tqdm
 
 from train.config import OneLineErrorParser
-from train.models import list_models, parameter_count
+from train.models import UNAVAILABLE, complexity, list_models, parameter_count
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000}
 
@@ -18,22 +19,37 @@ def main(argv: list[str] | None = None, prog: str = "python -m train.models") ->
     sources = ("cifar", "torchvision", "timm") if args.source == "all" else tuple(args.source.split(","))
     entries = list_models(args.pattern, sources)
     num_classes = NUM_CLASSES[args.dataset]
-    # timm nets take ~0.2 s each to build, even on the meta device: show progress for long listings
-    counted = [(e, parameter_count(e, num_classes)) for e in tqdm(entries, desc="counting parameters",
-                                                                   disable=None if len(entries) > 50 else True)]
     if args.format == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(["name", "params"])
-        writer.writerows((e.name, n) for e, n in counted)
+        writer.writerows((e.name, parameter_count(e, num_classes)) for e in _progress(entries, "counting parameters"))
         return 0
-    print(f"{'name':<28} {'source':<12} {'input':>5} {'params (M)':>11}   ({args.dataset}, {num_classes} classes)")
-    for e, n in counted:
-        print(f"{e.name:<28} {e.source:<12} {e.input_size:>5} {n / 1e6:>11.2f}   {e.summary}")
+    counted = [(e, *complexity(e, num_classes)) for e in _progress(entries, "counting parameters and FLOPs")]
+    print(f"{'name':<28} {'source':<12} {'input':>5} {'params (M)':>11} {'GFLOPs':>8} {'GMACs':>8}   "
+          f"({args.dataset}, {num_classes} classes; forward, one image at the input size; MAC = 2 FLOPs)")
+    for e, n, flops in counted:
+        print(f"{e.name:<28} {e.source:<12} {e.input_size:>5} {n / 1e6:>11.2f} {flops / 1e9:>8.3f} "
+              f"{flops / 2e9:>8.3f}   {e.summary}")
+    _print_unavailable(args.pattern)
     return 0
 
 
+def _progress(entries: list, desc: str):
+    """timm nets take ~0.2 s each to build, even on the meta device: show progress for long listings."""
+    return tqdm(entries, desc=desc, disable=None if len(entries) > 50 else True)
+
+
+def _print_unavailable(pattern: str) -> None:
+    names = [n for n in UNAVAILABLE if fnmatch.fnmatch(n, pattern.lower())]
+    if names:
+        print("\nnamed in the reference studies, but not available:")
+    for name in names:
+        print(f"  {name:<26} {UNAVAILABLE[name]}")
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog=prog, description="List every --arch name with its parameter count.")
+    p = OneLineErrorParser(prog=prog, description="List every --arch name with its source library, native input "
+                           "size, parameters and forward FLOPs (table), or name and parameters (csv).")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnet*' (default: all)")
     p.add_argument("--dataset", choices=tuple(NUM_CLASSES), default="cifar10",
                    help="count parameters for this data set's number of classes (default: cifar10)")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from train.errors import UsageError
+from train.measure import forward_flops_per_image
 
 FAMILIES = ("cifar", "imagenet")
 SOURCES = ("cifar", "torchvision", "timm")
@@ -40,6 +41,42 @@ ALIASES = {
     "inception_v4": "timm/inception_v4",
     "densenet-121": "torchvision/densenet121",
     "efficientnet": "torchvision/efficientnet_b0",
+    # Names of the reference studies (train/reference/imagenet_architectures.csv, Bianco et al. 2018, and the
+    # Keras/PyTorch ranking of imagenet_pretrained_ranking.csv) that differ from the libraries' names once
+    # lower-cased. SE nets map to timm's legacy_* ports of the original (Caffe) SENet models, which Bianco et al.
+    # measured through Cadene's pretrainedmodels; timm's own senet154/seresnet50 remain under timm/<name>.
+    "inceptionv4": "timm/inception_v4",
+    "inceptionresnetv2": "timm/inception_resnet_v2",
+    "xception": "timm/legacy_xception",
+    "nasnet-a-large": "timm/nasnetalarge",
+    "nasnetlarge": "timm/nasnetalarge",
+    "dualpathnet68": "timm/dpn68",
+    "dualpathnet92": "timm/dpn92",
+    "dualpathnet98": "timm/dpn98",
+    "dualpathnet107": "timm/dpn107",
+    "dualpathnet131": "timm/dpn131",
+    "senet154": "timm/legacy_senet154",
+    "se-resnet50": "timm/legacy_seresnet50",
+    "se-resnet101": "timm/legacy_seresnet101",
+    "se-resnet152": "timm/legacy_seresnet152",
+    "se-resnext50_32x4d": "timm/legacy_seresnext50_32x4d",
+    "se-resnext101_32x4d": "timm/legacy_seresnext101_32x4d",
+}
+
+_NO_NASNET_MOBILE = "NASNet-A-Mobile is in neither torchvision nor timm (timm has only NASNet-A-Large: nasnetalarge)"
+# Names of the reference studies that no installed library implements, lower-cased, with the reason.
+# They are refused with that reason, never mapped to a look-alike net.
+UNAVAILABLE = {
+    "bninception": "BN-Inception (Ioffe & Szegedy 2015) is in neither torchvision nor timm "
+                   "(it came with Cadene's pretrainedmodels); googlenet is Inception-v1 without BatchNorm",
+    "cafferesnet101": "the Caffe ResNet-101 (stride-2 in the first 1x1 conv, Cadene's pretrainedmodels) is in "
+                      "neither torchvision nor timm; resnet101 is torchvision's ResNet-101 v1.5",
+    "fbresnet152": "Facebook's Torch7 ResNet-152 port (Cadene's pretrainedmodels) is in neither torchvision nor "
+                   "timm; resnet152 is torchvision's ResNet-152 v1.5",
+    "nasnet-a-mobile": _NO_NASNET_MOBILE,
+    "nasnetmobile": _NO_NASNET_MOBILE,
+    "shufflenet": "ShuffleNet v1 (Zhang et al. 2018) is in neither torchvision nor timm; "
+                  "shufflenet_v2_x1_0 (alias shufflenetv2) is ShuffleNet v2, a different net",
 }
 
 
@@ -102,8 +139,16 @@ def _torchvision_entry(name: str) -> ModelEntry:
             kwargs.setdefault("init_weights", True)  # the paper's init; unset, torchvision warns on every build
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
 
-    size = 299 if name == "inception_v3" else 224
-    return ModelEntry(name, "torchvision", "imagenet", build, input_size=size, summary="torchvision")
+    return ModelEntry(name, "torchvision", "imagenet", build, input_size=_torchvision_input_size(name),
+                      summary="torchvision")
+
+
+def _torchvision_input_size(name: str) -> int:
+    """The smallest evaluation crop among the net's published weights: what a net built without weights takes
+    (efficientnet_b7: 600; vit_h_14: 224, the size its 518-pixel SWAG weights are not built for)."""
+    import torchvision
+
+    return min(w.transforms().crop_size[0] for w in torchvision.models.get_model_weights(name))
 
 
 def _timm_entry(name: str) -> ModelEntry:
@@ -140,16 +185,22 @@ def resolve_model(name: str, prefer: str = "cifar") -> ModelEntry:
     """The entry a user-typed name means, for data that prefers the ``prefer`` family."""
     if prefer not in FAMILIES:
         raise ValueError(f"prefer must be one of {FAMILIES}, not {prefer!r}")
-    source, sep, bare = name.partition("/")
-    if sep and source in SOURCES:
-        entry = _lookup(source, bare)
-    elif prefer == "cifar":
-        entry = _CIFAR.get(name) or _imagenet_lookup(name)
-    else:
-        entry = _imagenet_lookup(name) or _CIFAR.get(name)
+    # every library's names are lower case: 'ResNet50' and 'DenseNet121' of the reference tables resolve too
+    entry = _find(name, prefer) or _find(name.lower(), prefer)
+    if entry is None and name.lower() in UNAVAILABLE:
+        raise UsageError(f"arch {name!r} is not available: {UNAVAILABLE[name.lower()]}")
     if entry is None:
         raise UsageError(f"unknown arch {name!r}{_suggestion(name)}; `python -m train.models` lists them all")
     return entry
+
+
+def _find(name: str, prefer: str) -> ModelEntry | None:
+    source, sep, bare = name.partition("/")
+    if sep and source in SOURCES:
+        return _lookup(source, bare)
+    if prefer == "cifar":
+        return _CIFAR.get(name) or _imagenet_lookup(name)
+    return _imagenet_lookup(name) or _CIFAR.get(name)
 
 
 def _suggestion(name: str) -> str:
@@ -187,6 +238,21 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def parameter_count(entry: ModelEntry, num_classes: int) -> int:
-    """Parameters of ``entry`` without allocating them: the model is built on the meta device."""
-    with torch.device("meta"):
-        return count_parameters(entry.build(num_classes))
+    """Parameters of ``entry``, without allocating them where the net can be built on the meta device."""
+    return count_parameters(_build_unallocated(entry, num_classes))
+
+
+def complexity(entry: ModelEntry, num_classes: int) -> tuple[int, int]:
+    """Parameters and forward FLOPs of one image at the net's native input size (``entry.input_size``)."""
+    model = _build_unallocated(entry, num_classes)
+    return count_parameters(model), forward_flops_per_image(model, entry.input_size)
+
+
+def _build_unallocated(entry: ModelEntry, num_classes: int) -> nn.Module:
+    """The net on the meta device: shapes without memory or initialisation. A constructor that computes with
+    tensor values (torchvision's regnets) cannot run there, so that net is built on the CPU."""
+    try:
+        with torch.device("meta"):
+            return entry.build(num_classes)
+    except NotImplementedError:
+        return entry.build(num_classes)
