@@ -85,7 +85,8 @@ def test_two_nodes_rendezvous_on_loopback_into_one_run(ws):
                   "--rdzv-id=two-nodes")
     nodes = [subprocess.Popen([str(BIN / "torchrun"), *rendezvous, "--nproc_per_node=1", str(REPO / "launchers" /
                                                                                              "ddp.py"),
-                               *ws.flags(), "--device", "cpu", "--threads", "1", *SMALL_SYNTHETIC, "--batch-size", "16"],
+                               *ws.flags(), "--device", "cpu", "--threads", "1", *SMALL_SYNTHETIC, "--batch-size", "16",
+                               "--lr", "0.05", "--lr-scaling", "linear"],
                               cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
@@ -93,7 +94,8 @@ def test_two_nodes_rendezvous_on_loopback_into_one_run(ws):
     run = only_run(ws, "cnnbench")
     assert run.info.status == "FINISHED"
     assert run.data.params["world_size"] == "2" and run.data.params["launcher"] == "ddp"
-    assert run.data.params["val_size"] == "33"
+    assert run.data.params["val_size"] == "33" and run.data.params["global_batch_size"] == "32"
+    assert float(run.data.params["lr_scaled"]) == pytest.approx(0.1)  # 0.05 for one process's batch, 2 processes
 
 
 def assert_one_line_exit_2(proc: subprocess.CompletedProcess, pattern: str, ws: Workspace) -> None:
@@ -109,9 +111,12 @@ def assert_one_line_exit_2(proc: subprocess.CompletedProcess, pattern: str, ws: 
 @pytest.mark.parametrize("args, pattern", [
     (["--global-batch-size", "15"], r"--global-batch-size 15 cannot be split evenly over 2 processes"),
     (["--device", "cuda"], r"no usable CUDA device"),
+    (["--global-batch-size", "32", "--batch-size", "16"], r"not both"),
     (["--tracking-uri", "http://127.0.0.1:9"], r"tracking server http://127.0.0.1:9 cannot be reached"),
     (["--arch", "resnet-111"], r"unknown arch 'resnet-111'"),
-], ids=["batch cannot be split", "rank without a device", "tracking server unreachable", "unknown arch"])
+    (["--sync-bn"], r"--sync-bn needs CUDA devices"),
+], ids=["batch cannot be split", "both batch flags", "rank without a device", "tracking server unreachable", "unknown arch",
+        "sync-bn on CPU"])
 def test_bad_input_under_torchrun(ws, args, pattern):
     if args[:2] == ["--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("this machine has CUDA devices")
@@ -124,3 +129,12 @@ def test_ddp_launcher_outside_torchrun_says_how_to_start_it(ws):
     proc = ws.command([sys.executable, str(REPO / "launchers" / "ddp.py"), *ws.flags()], timeout=120, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "torchrun --nproc_per_node" in proc.stderr
+
+
+def test_horovod_launcher_without_horovod_says_how_to_build_it(ws):
+    hide_horovod = ("import runpy, sys; sys.modules['horovod'] = None; "  # makes `import horovod` fail
+                    f"sys.argv = [{str(REPO / 'launchers' / 'horovod.py')!r}, *sys.argv[1:]]; "
+                    "runpy.run_path(sys.argv[0], run_name='__main__')")
+    proc = ws.command([sys.executable, "-c", hide_horovod, *ws.flags()], timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "bash .ci/build-horovod" in proc.stderr
