@@ -50,6 +50,24 @@ def _checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if _NAME.fullmatch(p.name))
 
 
+def remember_job_run(root: Path, job_id: str, run_id: str) -> None:
+    """Note which run a torchrun job trains, so that its workers, restarted by torchrun, find its checkpoints."""
+    root.mkdir(parents=True, exist_ok=True)
+    pointer = root / f"torchrun-{job_id}.run"
+    tmp = pointer.with_name(pointer.name + ".tmp")
+    tmp.write_text(run_id)
+    os.replace(tmp, pointer)
+
+
+def job_checkpoint_folder(root: Path, job_id: str) -> Path | None:
+    """The checkpoint folder of the run that torchrun job ``job_id`` trains, if it has a checkpoint yet."""
+    pointer = root / f"torchrun-{job_id}.run"
+    if not pointer.is_file():
+        return None
+    folder = root / pointer.read_text().strip()
+    return folder if folder.is_dir() and _checkpoints(folder) else None
+
+
 def find_checkpoint(path: str) -> Path:
     """A checkpoint file as given, or the newest ``epoch-*.pt`` of a run's folder."""
     p = Path(path)

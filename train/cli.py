@@ -17,7 +17,7 @@ from train.checkpoint import find_checkpoint, load_checkpoint
 from train.config import LR_SCALINGS, OneLineErrorParser, TrainConfig, config_from_args, get_args_parser, pos_int
 from train import engine
 from train.distributed import launched_rank, launched_world_size, let_rank0_report_first
-from train.errors import RankError, UsageError
+from train.errors import RankError, RunFault, UsageError
 from train.measure import format_pct
 
 log = logging.getLogger("cnnbench")
@@ -40,6 +40,10 @@ def exit_on_usage_error(main: Callable[[], int]) -> None:
         else:
             let_rank0_report_first()
         code = 2
+    except RunFault as fault:  # every rank meets it together; the run is already closed FAILED
+        if launched_rank() == 0:
+            print(f"cnnbench: training stopped: {fault}", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:
         print("cnnbench: interrupted", file=sys.stderr)
         code = 130
@@ -156,10 +160,11 @@ def mlflow_ui_command(uri: str) -> str:
 # ``cnnbench models`` does not pay for what ``cnnbench report`` needs.
 COMMANDS = {
     "models": ("train.models.__main__", "list the model registry with parameters and sources"),
+    "sync": ("train.outbox", "replay MLflow writes a run kept while its tracking server was away"),
     "framework": ("train.frameworks.cli", "one comparison task (vgg-cnn, resnet50-train/-infer) on PyTorch, "
                                           "TensorFlow/Keras or MXNet"),
     "suite": ("train.suite", "run a benchmark grid from configs/*.yaml, one MLflow run per point (or plan it)"),
-    "report": ("train.report", "turn an experiment's runs into a Markdown report with plots, like the published tables"),
+    "report": ("train.report", "an experiment's runs as a Markdown report with plots, like the published tables"),
     "analyze": ("train.analyze", "ImageNet nets' parameters, FLOPs, memory, latency and images/s on this device, "
                                  "with plots"),
     "evaluate": ("train.evaluate", "Acc@1/Acc@5 of pretrained (or given) weights over a validation folder, ranked"),

@@ -20,6 +20,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 SCHEDULES = ("multistep", "cosine", "constant")
 LR_SCALINGS = ("none", "linear")
 DEVICES = ("auto", "cpu", "cuda")
+SGD_IMPLS = ("auto", "fused", "foreach", "for-loop")
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,21 @@ class TrainConfig:
     compile_mode: str = "default"
     device: str = "auto"
     threads: int | None = None
+    deterministic: bool = False
     warmup_steps: int = 5
     window_steps: int = 20
+    sgd_impl: str = "auto"
+    max_batch_size: int | None = None
+    breakdown_every: int = 10
+    peak_tflops: float | None = None
+    peak_cache: str | None = None
+    system_metrics: bool | None = None  # None: on for multi-process jobs
     checkpoint_dir: str = "checkpoints"
     resume: str | None = None
     stop_after: int | None = None
     tracking_uri: str | None = None
     experiment: str = "cnnbench"
+    tracking_grace_s: float = 120.0
     run_name: str | None = None
     tags: tuple[str, ...] = ()  # KEY=VALUE
 
@@ -189,11 +198,33 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"torch.compile mode (default: {D.compile_mode})")
     g.add_argument("--device", choices=DEVICES, help=f"auto = this rank's GPU if CUDA is there (default: {D.device})")
     g.add_argument("--threads", type=pos_int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms only (slower on GPU): with the same seed, a resumed or "
+                        "restarted job ends with the same weights as an uninterrupted one")
     g.add_argument("--warmup-steps", type=nonneg_int,
                    help=f"steps at each epoch start left out of images/s (default: {D.warmup_steps})")
     g.add_argument("--window-steps", type=pos_int,
                    help=f"steps per timing window; images/s median and spread are over windows "
                         f"(default: {D.window_steps})")
+    g.add_argument("--sgd-impl", choices=SGD_IMPLS,
+                   help=f"SGD kernels; auto = fused (one kernel for all parameters) on CUDA, torch's for-loop on "
+                        f"CPU (default: {D.sgd_impl})")
+    g.add_argument("--max-batch-size", type=pos_int,
+                   help="instead of --batch-size: the largest batch per process that fits the device, trying "
+                        "this one first and halving on out-of-memory (logged as batch_size_search)")
+
+    g = p.add_argument_group("what each run explains: step-time breakdown, MFU, system metrics")
+    g.add_argument("--breakdown-every", type=pos_int,
+                   help=f"the step-time breakdown samples the 1st and every N-th steady-state step of an epoch "
+                        f"(default: {D.breakdown_every})")
+    g.add_argument("--peak-tflops", type=pos_float,
+                   help="one device's peak TFLOP/s at --precision, for mfu_pct (default: measured once by matrix "
+                        "products and cached)")
+    g.add_argument("--peak-cache", metavar="FILE",
+                   help="JSON file of measured peaks (default: ~/.cache/cnnbench/peak_flops.json)")
+    g.add_argument("--system-metrics", action=argparse.BooleanOptionalAction,
+                   help="MLflow system metrics (CPU, memory, GPU utilisation, GPU memory, power), recorded by "
+                        "one process per node (default: on for multi-process jobs)")
 
     g = p.add_argument_group("checkpoints and tracking")
     g.add_argument("--checkpoint-dir", help=f"checkpoints go to DIR/<run id>/ (default: {D.checkpoint_dir})")
@@ -203,6 +234,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "continue later with --resume")
     g.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     g.add_argument("--experiment", help=f"MLflow experiment name (default: {D.experiment})")
+    g.add_argument("--tracking-grace-s", type=nonneg_float,
+                   help=f"if the tracking server went away, how long the finished run waits for it before "
+                        f"leaving its writes in a file for `cnnbench sync` (default: {D.tracking_grace_s:g})")
     g.add_argument("--run-name", help="MLflow run name (default: ARCH-DATASET-LAUNCHER)")
     g.add_argument("--tag", dest="tags", action="append", type=key_value, metavar="KEY=VALUE",
                    help="set this tag on the MLflow run; repeatable (`cnnbench suite` tags suite and grid point)")

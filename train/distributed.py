@@ -44,6 +44,7 @@ class DistContext:
     device: torch.device = torch.device("cpu")
     backend: str = "none"
     launcher: str = "single"
+    job_id: str | None = None  # torchrun's run id: what restarted workers use to find the job's checkpoints
 
     @property
     def is_main(self) -> bool:
@@ -128,7 +129,7 @@ def torchrun_ddp(backend: str, device: str, sync_bn: bool, timeout_s: float = 18
         raise UsageError("--sync-bn needs CUDA devices: torch's SyncBatchNorm runs on GPU only")
     torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
                                          device_id=dev if dev.type == "cuda" else None)
-    ctx = DistContext(rank, local_rank, world, dev, backend, "ddp")
+    ctx = DistContext(rank, local_rank, world, dev, backend, "ddp", os.environ.get("TORCHELASTIC_RUN_ID"))
     return TorchDDP(ctx, sync_bn)
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import random
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -23,14 +26,17 @@ from torch import nn
 from tqdm import tqdm
 
 from dataloaders import DatasetSpec, build_loaders
-from train.checkpoint import save_checkpoint
+from train.batch_search import fit_batch_size
+from train.breakdown import StepBreakdown
+from train.checkpoint import remember_job_run, save_checkpoint
 from train.config import TrainConfig
 from train.environment import environment_params
-from train.errors import UsageError
+from train.errors import RankError, RunFault, UsageError
 from train.measure import EpochTimer, EpochTiming, format_pct, forward_flops_per_image, peak_memory_mb
+from train.mfu import job_peak, mfu_pct
 from train.models import count_parameters, create_model, resolve_model
 from train.schema import PARAM_NAMES
-from train.tracking import make_tracker, tracking_uri
+from train.tracking import make_tracker, record_system_metrics, system_metrics_on, tracking_uri
 
 log = logging.getLogger("cnnbench")
 
@@ -63,15 +69,20 @@ class Step:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     autocast: Callable[[], contextlib.AbstractContextManager]
+    breakdown: StepBreakdown = field(default_factory=StepBreakdown.disabled)  # marks the parts of sampled steps
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast():
             logits = self.model(images)
             loss = F.cross_entropy(logits, labels)
+        self.breakdown.mark("forward")
         self.optimizer.zero_grad()  # None grads by default; Horovod's optimizer takes no set_to_none
         self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
+        self.breakdown.mark_backward()
+        with self.breakdown.update(self.optimizer):
+            self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.breakdown.mark("optimizer")
         return loss.detach(), logits.detach()
 
 
@@ -79,18 +90,22 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     """Train ``cfg`` on the process set of ``dist``; ``checkpoint`` is a loaded payload to resume."""
     ctx = dist.ctx
     uri = tracking_uri(cfg.tracking_uri)
-    tracker = make_tracker(ctx.is_main, uri, cfg.experiment, checkpoint["run_id"] if checkpoint else None)
-    _check_before_work(dist, tracker)
+    tracker = make_tracker(ctx.is_main, uri, cfg.experiment, checkpoint["run_id"] if checkpoint else None,
+                           cfg.tracking_grace_s)
+    # rank 0 alone talks to the tracking store and writes checkpoints
+    _check_before_work(dist, lambda: tracker.probe() or _unwritable(cfg.checkpoint_dir) if ctx.is_main else None)
     _configure_torch(cfg, ctx.device)
+    cfg, batch_search = fit_batch_size(cfg, dist)
+    peak = job_peak(dist, AMP_DTYPES[cfg.precision] or torch.float32, cfg.peak_tflops, cfg.peak_cache)
     torch.manual_seed(cfg.data.seed)
     loaders = build_loaders(cfg.data, ctx)
     spec = loaders.spec
     model, arch_resolved = build_model(cfg, spec)
     complexity = {"num_params": count_parameters(model), "flops_per_image": _flops(model, cfg, spec)}
     model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
+    _check_before_work(dist, lambda: _short_of_disk(cfg.checkpoint_dir, model) if ctx.is_main else None)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=scaled_lr(cfg, ctx.world_size), momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg, ctx.world_size, ctx.device)
     scheduler = build_scheduler(optimizer, cfg)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
     state = _restore(checkpoint, model, optimizer, scheduler, scaler) if checkpoint else TrainState()
@@ -102,19 +117,29 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     wrapped = dist.wrap_model(model)  # DDP wraps before compiling, so compile sees its bucketing
     eval_model = _maybe_compile(model, cfg)  # evaluation bypasses DDP: ranks may hold unequal batch counts
     train_model = eval_model if wrapped is model else _maybe_compile(wrapped, cfg)
-    step = Step(train_model, dist.wrap_optimizer(optimizer), scaler, _autocast(cfg, ctx.device))
+    step = Step(train_model, dist.wrap_optimizer(optimizer), scaler, _autocast(cfg, ctx.device),
+                StepBreakdown(ctx.device, cfg.breakdown_every, cfg.warmup_steps, wrapped))
 
     run_name = cfg.run_name or f"{cfg.arch}-{spec.name}-{ctx.launcher}"
-    params = _run_params(cfg, ctx, spec, arch_resolved)
+    system_metrics = system_metrics_on(cfg.system_metrics, ctx.world_size)
+    params = {**_run_params(cfg, ctx, spec, arch_resolved), "sgd_impl": sgd_impl(cfg, ctx.device),
+              "batch_size_search": batch_search, "peak_tflops": peak.tflops, "peak_tflops_source": peak.source,
+              "system_metrics": system_metrics}
     last_ckpt = None
     started = time.perf_counter()
     # however it ends, the run is closed with a status
-    with tracker.run(run_name, params, cfg.to_dict(), cfg.run_tags) as end:
+    with tracker.run(run_name, params, cfg.to_dict(), cfg.run_tags) as end, \
+            record_system_metrics(dist, tracker.run_id, uri, system_metrics, resumed=checkpoint is not None):
         state.run_id = tracker.run_id
         ckpt_dir = Path(cfg.checkpoint_dir) / str(state.run_id)
         save = partial(save_checkpoint, ckpt_dir) if ctx.is_main else (lambda epoch, payload: None)
+        tracker.keep_undelivered_in(ckpt_dir)
         if checkpoint is None:
             tracker.log_metrics(complexity, step=0)
+        else:  # a job killed between its last checkpoint and that epoch's metrics must not lose them
+            tracker.ensure_logged(checkpoint.get("epoch_metrics", {}), step=checkpoint["epoch"])
+        if ctx.is_main and ctx.job_id:
+            remember_job_run(Path(cfg.checkpoint_dir), ctx.job_id, state.run_id)
         log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
                  cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
                  spec.name, spec.train_size, spec.val_size, state.run_id)
@@ -122,15 +147,22 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
             _seed_epoch(cfg.data.seed, epoch)
             loaders.train.set_epoch(epoch)
             lr = optimizer.param_groups[0]["lr"]
-            train = train_one_epoch(step, loaders.train, cfg, dist, _progress(ctx, epoch, cfg.epochs))
+            try:
+                train = train_one_epoch(step, loaders.train, cfg, dist, _progress(ctx, epoch, cfg.epochs))
+            except RunFault as fault:
+                raise RunFault(f"epoch {epoch}: {fault}") from None
             val = evaluate(eval_model, loaders.val, step.autocast, dist, spec)
             scheduler.step()
             state.epoch = epoch
             state.best_val_top1_err = min(state.best_val_top1_err, val["val_top1_err"])
-            metrics = {**train, **val, "lr": lr}
+            metrics = {**train, **val, "lr": lr, "mfu_pct": mfu_pct(complexity["flops_per_image"],
+                                                                    train["train_images_per_sec"], peak.tflops,
+                                                                    ctx.world_size)}
+            # checkpoint first: a job killed in between re-logs this epoch from the checkpoint when it resumes,
+            # while metrics logged first would be logged twice by the epoch's rerun
+            last_ckpt = save(epoch, _payload(cfg, state, metrics, model, optimizer, scheduler, scaler))
             tracker.log_metrics(metrics, step=epoch)
             _log_epoch(epoch, cfg.epochs, metrics)
-            last_ckpt = save(epoch, _payload(cfg, state, model, optimizer, scheduler, scaler))
             if epoch == cfg.stop_after:
                 end.status = "KILLED"
                 end.reason = (f"stopped after epoch {epoch} of {cfg.epochs} (--stop-after); "
@@ -141,12 +173,32 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     return RunSummary(state.run_id, end.status, uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
 
 
-def _check_before_work(dist, tracker) -> None:
-    """Problems found by rank 0 stop every rank at once, before any data or model is built."""
-    problem = tracker.probe()
+def _check_before_work(dist, find_problem: Callable[[], str | None]) -> None:
+    """A problem one rank finds stops every rank at once (that rank prints it), before the work it would spoil."""
+    problem = find_problem()
     flag = torch.tensor([float(problem is not None)], device=dist.ctx.device)
     if dist.all_reduce_sum(flag).item():
-        raise UsageError(problem or "rank 0 found a problem at start-up (its message says which)")
+        raise (RankError if problem else UsageError)(problem or "another rank found a problem at start-up")
+
+
+def _unwritable(folder: str) -> str | None:
+    """Why checkpoints cannot be written under ``folder``, found by writing a file there."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cnnbench-write-test"):
+            return None
+    except OSError as err:
+        return f"--checkpoint-dir {folder} is not writable: {err.strerror or err}"
+
+
+def _short_of_disk(folder: str, model: nn.Module) -> str | None:
+    """A checkpoint holds the weights and about as much optimizer state; two are kept while a third is written."""
+    need = 3 * 2 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        return (f"--checkpoint-dir {folder} has {free / 2**20:.0f} MiB free; checkpoints of this model need about "
+                f"{need / 2**20:.0f} MiB")
+    return None
 
 
 def build_model(cfg: TrainConfig, spec: DatasetSpec) -> tuple[nn.Module, str]:
@@ -159,6 +211,19 @@ def build_model(cfg: TrainConfig, spec: DatasetSpec) -> tuple[nn.Module, str]:
 def scaled_lr(cfg: TrainConfig, world_size: int) -> float:
     """--lr is the rate for one process's batch; linear scaling (Goyal et al. 2017) grows it with the global batch."""
     return cfg.lr * world_size if cfg.lr_scaling == "linear" else cfg.lr
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int, device: torch.device) -> torch.optim.SGD:
+    kernels = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+    return torch.optim.SGD(model.parameters(), lr=scaled_lr(cfg, world_size), momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, **kernels[sgd_impl(cfg, device)])
+
+
+def sgd_impl(cfg: TrainConfig, device: torch.device) -> str:
+    """--sgd-impl auto: the fused kernel on CUDA (one launch updates every parameter); torch's default on CPU."""
+    if cfg.sgd_impl != "auto":
+        return cfg.sgd_impl
+    return "fused" if device.type == "cuda" else "for-loop"
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
@@ -177,14 +242,45 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
     seen = 0
     timer = EpochTimer(dist.ctx.device, cfg.warmup_steps, cfg.window_steps,
                        on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False))
+    faults = NonFiniteWatch(dist.ctx.device, tolerated=step.scaler.is_enabled())
     with progress:
-        for images, labels in timer.iterate(loader, len(loader)):
+        sampled = step.breakdown.iterate(loader, len(loader))
+        for i, (images, labels) in enumerate(timer.iterate(sampled, len(loader))):
             loss, logits = step(images, labels)
+            faults.observe(loss, i)
             sums += torch.stack([loss * len(labels), (logits.argmax(1) == labels).sum()])
             seen += len(labels)
             progress.update()
+    faults.raise_if_any(dist)
     (loss_sum, correct), n = _reduce(dist, sums, seen)
-    return {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **_throughput(timer.timing, dist)}
+    return {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **_throughput(timer.timing, dist),
+            **step.breakdown.summary(dist, timer.timing)}
+
+
+class NonFiniteWatch:
+    """Notes the first step whose loss is NaN or infinite, on the device (no host sync per step), and
+    stops the run at the end of the epoch. Under fp16 loss scaling such steps are the scaler's business:
+    it skips them and lowers the scale, so they are not faults."""
+
+    def __init__(self, device: torch.device, tolerated: bool):
+        self.tolerated = tolerated
+        self.first = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def observe(self, loss: torch.Tensor, step: int) -> None:
+        if not self.tolerated:
+            self.first = torch.where(torch.isfinite(loss) | (self.first >= 0), self.first, step)
+
+    def raise_if_any(self, dist) -> None:
+        """Every rank learns whether any rank saw one, so all stop together; rank 0 names the step."""
+        world, rank = dist.ctx.world_size, dist.ctx.rank
+        slots = torch.full((world,), -1, dtype=torch.float64, device=self.first.device)
+        slots[rank] = self.first
+        firsts = (dist.all_reduce_sum(slots + 1) - 1).tolist()  # -1 = none; +1/-1 keeps "none" at -1 after the sum
+        seen = [(step, r) for r, step in enumerate(firsts) if step >= 0]
+        if seen:
+            step, where = min(seen)
+            raise RunFault(f"non-finite training loss at step {int(step) + 1} of the epoch on rank {where}; "
+                           f"the last good checkpoint is kept (lower --lr, or try --precision fp32)")
 
 
 @torch.no_grad()
@@ -248,9 +344,13 @@ def _run_metrics(last: dict, state: TrainState, device: torch.device, seconds: f
 def _configure_torch(cfg: TrainConfig, device: torch.device) -> None:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for reproducible GEMMs
+        torch.use_deterministic_algorithms(True)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not cfg.deterministic  # autotuning may pick other kernels per run
+        torch.backends.cudnn.deterministic = cfg.deterministic
         torch.cuda.reset_peak_memory_stats(device)
 
 
@@ -311,10 +411,11 @@ def _run_params(cfg: TrainConfig, ctx, spec: DatasetSpec, arch_resolved: str) ->
     }
 
 
-def _payload(cfg, state: TrainState, model, optimizer, scheduler, scaler) -> dict:
+def _payload(cfg, state: TrainState, epoch_metrics: dict, model, optimizer, scheduler, scaler) -> dict:
     return {
         "config": cfg.to_dict(), "epoch": state.epoch, "best_val_top1_err": state.best_val_top1_err,
-        "run_id": state.run_id, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "run_id": state.run_id, "epoch_metrics": epoch_metrics,
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
     }
 

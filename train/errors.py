@@ -14,3 +14,7 @@ class UsageError(Exception):
 
 class RankError(UsageError):
     """Bad input that only some ranks meet (a rank without a device): every rank that meets it reports it."""
+
+
+class RunFault(Exception):
+    """Training itself went wrong (a non-finite loss): one line and exit code 1, the run closed FAILED."""

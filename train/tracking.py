@@ -10,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from train import outbox
 from train.errors import UsageError
+from train.outbox import END_TAG
 from train.schema import EPOCH_METRICS, PARAM_NAMES, is_declared_run_metric
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-END_TAG = "cnnbench.end"
 
 
 def tracking_uri(configured: str | None) -> str:
@@ -37,12 +40,19 @@ class RunEnd:
 
 
 class MlflowTracker:
-    def __init__(self, uri: str, experiment: str, run_id: str | None = None):
+    def __init__(self, uri: str, experiment: str, run_id: str | None = None, grace_s: float = 120.0):
         self.uri = uri
         self.experiment = experiment
         self.run_id = run_id
+        self.grace_s = grace_s  # how long the run's end waits for an absent server before leaving a file
         self.client = None
+        self.outbox = None
         self.opened = False  # set once this process has created or reopened the run
+        if uri.startswith(("http://", "https://")):
+            # a write that fails goes to the outbox and is retried there; MLflow's own retries (minutes of
+            # back-off per write) would stall training instead
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
     @contextlib.contextmanager
     def run(self, run_name: str, params: dict, config: dict, tags: dict | None = None):
@@ -73,6 +83,7 @@ class MlflowTracker:
             if self.run_id is not None:
                 self.client.update_run(self.run_id, status="RUNNING")
                 self.opened = True
+                self.outbox = outbox.Outbox(self.client, self.uri, self.run_id)
                 self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
                 return
             experiment_id = self._experiment_id()
@@ -81,6 +92,7 @@ class MlflowTracker:
         self.run_id = self.client.create_run(experiment_id, run_name=run_name,
                                              tags={"mlflow.source.name": "cnnbench", **tags}).info.run_id
         self.opened = True
+        self.outbox = outbox.Outbox(self.client, self.uri, self.run_id)
         self.log_params(params)
         self.client.log_dict(self.run_id, config, "config.json")
 
@@ -101,12 +113,10 @@ class MlflowTracker:
         return found.experiment_id if found else self.client.create_experiment(self.experiment)
 
     def log_params(self, params: dict) -> None:
-        from mlflow.entities import Param
-
         bad = _undeclared(params, PARAM_NAMES)
         if bad:
             raise ValueError(f"params not declared in train.schema: {bad}")
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.outbox.send(outbox.batch(params={k: str(v) for k, v in params.items()}))
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         from mlflow.entities import Metric
@@ -116,15 +126,31 @@ class MlflowTracker:
         if bad:
             raise ValueError(f"metrics not declared in train.schema for this step: {bad}")
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.outbox.send(outbox.batch(metrics=[(k, float(v), now, step) for k, v in metrics.items()]))
 
-    def close(self, status: str, reason: str) -> None:
-        self.client.set_tag(self.run_id, END_TAG, reason)
-        self.client.set_terminated(self.run_id, status)
+    def ensure_logged(self, metrics: dict, step: int) -> None:
+        """Log an epoch's metrics unless the store has them already (a resumed job's last checkpointed epoch)."""
+        if not metrics:
+            return
+        try:
+            logged = {m.step for m in self.client.get_metric_history(self.run_id, next(iter(metrics)))}
+        except Exception:  # store down: queue them; a duplicate is better than a gap
+            logged = set()
+        if step not in logged:
+            self.log_metrics(metrics, step)
+
+    def keep_undelivered_in(self, folder: Path) -> None:
+        """Where writes the store does not take are kept for ``cnnbench sync`` (the run's checkpoint folder)."""
+        self.outbox.path = folder / outbox.OUTBOX_NAME
+        self.outbox.flush()
+
+    def close(self, status: str, reason: str, grace_s: float | None = None) -> None:
+        self.outbox.send(outbox.end(status, reason))
+        self.outbox.drain(self.grace_s if grace_s is None else grace_s)
 
     def _close_if_open(self, status: str, reason: str) -> None:
-        if self.opened:
-            self.close(status, reason)
+        if self.opened:  # no waiting for an absent server here: a killed job has seconds left, not minutes
+            self.close(status, reason, grace_s=0)
 
 
 class NullTracker:
@@ -145,9 +171,53 @@ class NullTracker:
     def log_metrics(self, metrics: dict, step: int) -> None:
         pass
 
+    def ensure_logged(self, metrics: dict, step: int) -> None:
+        pass
 
-def make_tracker(is_main: bool, uri: str, experiment: str, run_id: str | None):
-    return MlflowTracker(uri, experiment, run_id) if is_main else NullTracker()
+    def keep_undelivered_in(self, folder: Path) -> None:
+        pass
+
+
+def make_tracker(is_main: bool, uri: str, experiment: str, run_id: str | None, grace_s: float = 120.0):
+    return MlflowTracker(uri, experiment, run_id, grace_s) if is_main else NullTracker()
+
+
+def system_metrics_on(setting: bool | None, world_size: int) -> bool:
+    """--system-metrics / --no-system-metrics; by default on for multi-process jobs."""
+    return world_size > 1 if setting is None else setting
+
+
+RUN_ID_CHARS = 64  # MLflow's run ids are 32 hex digits; room to spare
+
+
+@contextlib.contextmanager
+def record_system_metrics(dist, run_id: str | None, uri: str, on: bool, resumed: bool):
+    """MLflow's own system-metrics monitor (CPU, memory, disk, network; with nvidia-ml-py GPU utilisation, memory
+    and power) in one process per node, local rank 0, as ``system/<host name>/...``, every
+    $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default 10). Stopped before the run is closed."""
+    if on and dist.ctx.world_size > 1:
+        run_id = _shared_run_id(dist, run_id)
+    if not (on and dist.ctx.local_rank == 0):
+        yield
+        return
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, node_id=socket.gethostname(), tracking_uri=uri, resume_logging=resumed)
+    monitor.start()
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
+def _shared_run_id(dist, run_id: str | None) -> str:
+    """Rank 0's run id on every rank: its characters' codes summed with every other rank's zeros."""
+    import torch
+
+    codes = torch.zeros(RUN_ID_CHARS, dtype=torch.float64, device=dist.ctx.device)
+    if run_id is not None:
+        codes[:len(run_id)] = torch.tensor([ord(c) for c in run_id], dtype=torch.float64)
+    return "".join(chr(int(c)) for c in dist.all_reduce_sum(codes).tolist() if c)
 
 
 def open_store(uri: str):
