@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
@@ -36,6 +37,17 @@ def image_folder(path: Path, transform) -> ImageFolder:
         raise UsageError(f"image folder {path} does not exist (ImageNet cannot be downloaded automatically); "
                          f"put one sub-folder of images per class there")
     try:
-        return ImageFolder(path, transform)
+        return ImageFolder(path, transform, loader=load_rgb)
     except FileNotFoundError as e:  # no class folders, or a class folder without images
         raise UsageError(f"{path}: {e}; every class folder under it needs at least one image") from None
+
+
+def load_rgb(path: str) -> Image.Image:
+    """PIL's decoding, with a broken file named in one line. A broken image stops the run rather than being
+    skipped: a skipped image would change what the run measures, and the last checkpoint lets it go on once
+    the file is fixed or removed."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError) as err:  # unidentified, truncated or corrupt; PIL raises both kinds
+        raise UsageError(f"{path}: unreadable image ({err}); fix or remove it, then continue with --resume") from None

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, Dataset
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.sharding import EpochSampler, train_sampler, val_indices
 from train.distributed import DistContext
+from train.errors import UsageError
 
 
 class TensorImages(Dataset):
@@ -67,6 +68,12 @@ class TorchLoader:
             self.sampler.set_epoch(epoch)
 
     def __iter__(self):
+        try:
+            yield from self._batches()
+        except UsageError as err:  # raised in a worker: DataLoader puts the worker's traceback in the message
+            raise UsageError(str(err).strip().splitlines()[-1].split("UsageError: ", 1)[-1]) from None
+
+    def _batches(self):
         for images, labels in self.loader:
             # copy first, then convert the layout on the device, where it is cheap
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)

@@ -242,7 +242,7 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
     seen = 0
     timer = EpochTimer(dist.ctx.device, cfg.warmup_steps, cfg.window_steps,
                        on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False))
-    faults = NonFiniteWatch(dist.ctx.device, tolerated=step.scaler.is_enabled())
+    faults = NonFiniteWatch(dist.ctx.device, step.scaler)
     with progress:
         sampled = step.breakdown.iterate(loader, len(loader))
         for i, (images, labels) in enumerate(timer.iterate(sampled, len(loader))):
@@ -252,8 +252,9 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
             seen += len(labels)
             progress.update()
     faults.raise_if_any(dist)
-    (loss_sum, correct), n = _reduce(dist, sums, seen)
-    return {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **_throughput(timer.timing, dist),
+    (loss_sum, correct, skipped), n = _reduce(dist, torch.cat([sums, faults.skipped[None]]), seen)
+    return {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), "amp_skipped_steps": skipped,
+            **_throughput(timer.timing, dist),
             **step.breakdown.summary(dist, timer.timing)}
 
 
@@ -262,12 +263,19 @@ class NonFiniteWatch:
     stops the run at the end of the epoch. Under fp16 loss scaling such steps are the scaler's business:
     it skips them and lowers the scale, so they are not faults."""
 
-    def __init__(self, device: torch.device, tolerated: bool):
-        self.tolerated = tolerated
+    def __init__(self, device: torch.device, scaler: torch.amp.GradScaler):
+        self.scaler = scaler
         self.first = torch.full((), -1, dtype=torch.int64, device=device)
+        self.skipped = torch.zeros((), dtype=torch.float64, device=device)
+        # the scaler lowers its scale exactly when it skips a step; get_scale() syncs, but only here, once
+        self.scale = torch.full((), scaler.get_scale() if scaler.is_enabled() else 1.0, device=device)
 
     def observe(self, loss: torch.Tensor, step: int) -> None:
-        if not self.tolerated:
+        if self.scaler.is_enabled():
+            now = self.scaler._scale  # the scale as a device tensor: reading it costs no sync
+            self.skipped += (now < self.scale).double()
+            self.scale = now.clone()
+        else:
             self.first = torch.where(torch.isfinite(loss) | (self.first >= 0), self.first, step)
 
     def raise_if_any(self, dist) -> None:

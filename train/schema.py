@@ -39,6 +39,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("eval_time_s", "s", "epoch", "wall seconds of the validation pass"),
     Metric("data_wait_frac", "fraction", "epoch", "steady-state seconds blocked on the loader / wall seconds"),
     Metric("lr", "1", "epoch", "learning rate used during the epoch"),
+    Metric("amp_skipped_steps", "count", "epoch", "fp16: steps the grad scaler skipped for inf/NaN gradients, all ranks"),
     # step-time breakdown (train/breakdown.py): means over the sampled steps of each rank, then over ranks
     Metric("step_time_ms", "ms", "epoch", "steady-state wall seconds / steady-state steps (epoch timer), rank mean"),
     Metric("data_wait_ms", "ms", "epoch", "sampled steps: from asking for the batch to having it (CUDA: device "

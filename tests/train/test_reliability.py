@@ -181,3 +181,22 @@ def test_server_that_never_comes_back_leaves_a_file_for_cnnbench_sync(ws, server
     assert sync.returncode == 0, sync.stderr
     assert_whole(ws)
     assert not outbox.exists()
+
+
+def test_fp16_skipped_steps_are_counted_not_faults():
+    from train.engine import NonFiniteWatch, Step
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 60)  # far past fp16's range: the first steps overflow
+    step = Step(model, torch.optim.SGD(model.parameters(), lr=0.1), scaler,
+                lambda: torch.autocast("cpu", dtype=torch.float16))
+    watch = NonFiniteWatch(torch.device("cpu"), scaler)
+    scales = [scaler.get_scale()]
+    for i in range(12):
+        loss, _ = step(torch.randn(4, 8), torch.randint(3, (4,)))
+        watch.observe(loss, i)
+        scales.append(scaler.get_scale())
+    expected = sum(after < before for before, after in zip(scales, scales[1:]))
+    assert expected > 0 and watch.skipped.item() == expected
+    assert watch.first.item() == -1  # not a fault
