@@ -3,20 +3,22 @@
 Both loaders are the project's own (``--loader dali`` and ``--loader torch`` on ``--dataset imagenet``), with the
 same training transforms (RandomResizedCrop 224 + flip + normalise to float32), batch size, and CPU parallelism
 (--workers DataLoader processes, as many DALI threads). They read an ImageNet-like folder made once into
---cache-dir: smooth random colour fields with a little noise, ~500x375 JPEGs of ImageNet's typical size per file.
+--cache-dir: smooth random colour fields with noise, ~500x375 JPEGs about as large as ImageNet's.
 Passes alternate (dali, torch, dali, torch, ...) so drifts of the machine hit both alike; the first --warmup
 batches of a pass are left out (pipeline build, worker start-up). Prints the images/s of each pass, their medians,
 and the median and range of the per-pair ratios dali / torch. Then the model's own training rate for --arch on
 synthetic 224x224 batches (benchmarks/overhead.py's bare loop), and which of loader and model limits training.
-Prints figures; asserts nothing.
+Prints figures; asserts nothing. The load averages it prints tell whether other work shared the cores (the
+benchmark alone keeps about workers + 1 of them busy).
 
-  python benchmarks/loaders.py --cache-dir /tmp/cnnbench-jpegs            # ~4 minutes on 2 cores, the first
+  python benchmarks/loaders.py --cache-dir /tmp/cnnbench-jpegs            # 18 min on 2 shared cores: JPEGs + resnet50
   python benchmarks/loaders.py --cache-dir /tmp/cnnbench-jpegs --workers 8 --arch resnet50 --batch-size 128
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -51,11 +53,11 @@ def write_jpegs(root: Path, images: int, classes: int, seed: int = 0) -> None:
 
 
 def photo_like(rng: np.random.Generator) -> Image.Image:
-    """A smooth random colour field (a 6x8 grid, bicubically enlarged) with mild noise: photos' mix of large
-    areas and fine texture, so the JPEG is about as costly to decode as a photo of its size."""
+    """A smooth random colour field (a 6x8 grid, bicubically enlarged) with noise: photos' mix of large areas and
+    fine texture. Noise of sd 20 makes ~95 KiB files at quality 90, near ImageNet's mean of ~110 KB per JPEG."""
     width, height = int(rng.integers(450, 551)), int(rng.integers(330, 421))
     field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)).resize((width, height), Image.BICUBIC)
-    noise = rng.normal(0, 8, (height, width, 3))
+    noise = rng.normal(0, 20, (height, width, 3))
     return Image.fromarray(np.clip(np.asarray(field) + noise, 0, 255).astype(np.uint8))
 
 
@@ -76,8 +78,8 @@ def loader_rate(loader, epoch: int, warmup: int, device: torch.device) -> float:
 def model_rate(args, num_classes: int, device: torch.device) -> float:
     """Training images/s of --arch alone: synthetic 224x224 batches already on the device."""
     cfg = make_config(arch=args.arch, dataset="synthetic", image_size=224, num_classes=num_classes,
-                      synthetic_train_size=(args.warmup + args.model_steps) * args.batch_size,
-                      synthetic_val_size=args.batch_size, batch_size=args.batch_size, warmup_steps=args.warmup)
+                      synthetic_train_size=(args.model_warmup + args.model_steps) * args.batch_size,
+                      synthetic_val_size=args.batch_size, batch_size=args.batch_size, warmup_steps=args.model_warmup)
     return bare_rate(cfg, DistContext(device=device))
 
 
@@ -94,14 +96,16 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes = DALI CPU threads")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--warmup", type=int, default=5, help="batches (and model steps) left out at each pass's start")
+    p.add_argument("--warmup", type=int, default=5, help="batches left out at the start of each loader pass")
     p.add_argument("--repeats", type=int, default=3, help="dali/torch pairs of passes over the folder")
     p.add_argument("--arch", default="resnet50", help="the model whose training rate the loaders are held against")
-    p.add_argument("--model-steps", type=int, default=5, help="timed training steps of --arch")
+    p.add_argument("--model-steps", type=int, default=3, help="timed training steps of --arch")
+    p.add_argument("--model-warmup", type=int, default=1, help="untimed training steps of --arch before them")
     args = p.parse_args()
 
     root = Path(args.cache_dir)
     write_jpegs(root, args.images, args.classes)
+    load_before = os.getloadavg()[0]
     cpu = DistContext()
     loaders = {name: build_loaders(DataConfig(dataset="imagenet", data_dir=str(root), loader=name,
                                               batch_size=args.batch_size, workers=args.workers,
@@ -111,28 +115,33 @@ def main() -> None:
     for epoch in range(args.repeats):
         for name, loader in loaders.items():
             rates[name].append(loader_rate(loader, epoch, args.warmup, cpu.device))
-    ratios = sorted(d / t for d, t in zip(rates["dali"], rates["torch"]))
-    median = {name: statistics.median(r) for name, r in rates.items()}
     gpu = torch.device("cuda", 0) if torch.cuda.is_available() else None
+    mixed = _mixed_rate(args, root, gpu)
     model = model_rate(args, args.classes, gpu or cpu.device)
 
     kilobytes = np.mean([f.stat().st_size for f in (root / "train").rglob("*.jpg")]) / 1024
     print(f"\n{args.images} JPEGs ~500x375 ({kilobytes:.0f} KiB on average) in {root}; batch {args.batch_size}; "
-          f"{args.workers} DataLoader workers = {args.workers} DALI threads; {cpu_name()}; torch {torch.__version__}; "
-          f"DALI {_dali_version()}; cnnbench {git_sha()[:12]}")
+          f"{args.workers} DataLoader workers = {args.workers} DALI threads")
+    print(f"{cpu_name()}, {os.cpu_count()} cores, 1-minute load average {load_before:.1f} before and "
+          f"{os.getloadavg()[0]:.1f} after; torch {torch.__version__}; DALI {_dali_version()}; "
+          f"cnnbench {git_sha()[:12]}")
     print(f"training transforms, {args.warmup} warm-up batches left out per pass, {args.repeats} alternating pairs")
-    for name in loaders:
-        print(f"  {name:5s} loader : {median[name]:8.1f} images/s   passes: {', '.join(f'{r:.1f}' for r in rates[name])}")
+    for name, passes in rates.items():
+        print(f"  {name:5s} loader : {statistics.median(passes):8.1f} images/s   passes: {_listing(passes)}")
+    ratios = sorted(d / t for d, t in zip(rates["dali"], rates["torch"]))
     print(f"  ratio dali / torch, median of paired passes = {statistics.median(ratios):.2f}  "
           f"(pairs {ratios[0]:.2f} .. {ratios[-1]:.2f}; target >= 1.8)")
-    print(f"  mixed (GPU) decoder : {_mixed_rate(args, root, gpu)}")
-    where = "cuda:0" if gpu else "the CPU"
-    print(f"\n{args.arch} trains at {model:.1f} images/s on {where} (batch {args.batch_size}, "
-          f"{args.warmup} warm-up + {args.model_steps} timed steps)")
-    for name in loaders:
-        print(f"  {name:5s} loader: {verdict(median[name], model)}")
+    print(f"  dali mixed (GPU) decoder : {mixed}")
+    print(f"\n{args.arch} trains at {model:.1f} images/s on {gpu or 'the CPU'} (batch {args.batch_size}, "
+          f"{args.model_warmup} warm-up + {args.model_steps} timed steps)")
+    for name, passes in rates.items():
+        print(f"  {name:5s} loader: {verdict(statistics.median(passes), model)}")
     if gpu is None:
         print("  (measured one after the other: in training on a CPU, loader and model share the same cores)")
+
+
+def _listing(rates: list[float]) -> str:
+    return ", ".join(f"{r:.1f}" for r in rates)
 
 
 def _mixed_rate(args, root: Path, gpu: torch.device | None) -> str:
@@ -142,7 +151,7 @@ def _mixed_rate(args, root: Path, gpu: torch.device | None) -> str:
                      loader_threads=args.workers)
     loader = build_loaders(cfg, DistContext(device=gpu)).train
     rates = [loader_rate(loader, epoch, args.warmup, gpu) for epoch in range(args.repeats)]
-    return f"{statistics.median(rates):8.1f} images/s   passes: {', '.join(f'{r:.1f}' for r in rates)}"
+    return f"{statistics.median(rates):.1f} images/s   passes: {_listing(rates)}"
 
 
 def _dali_version() -> str:

@@ -4,7 +4,7 @@ The pipeline runs where the model trains: on a GPU its operators run there (one 
 decoded by the ``mixed`` decoder); on a CPU it is built with ``device_id=None`` and runs on DALI's CPU threads.
 A pipeline is built afresh for every epoch and seeded from (seed, epoch, rank), so its order and augmentation
 follow from those numbers alone, as the torch loader's do: a resumed job sees what an uninterrupted one saw.
-Building one takes ~0.1 s on a CPU, inside the warm-up steps the throughput figure leaves out.
+Building one takes ~0.1 s on a CPU for a small data set, inside the warm-up steps that images/s leaves out.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ try:
 except ImportError as err:  # this module is imported only for --loader dali, so only those runs need DALI
     raise UsageError(f"--loader dali needs NVIDIA DALI, which does not import here ({err}); "
                      f"install it with: pip install -e '.[dali]'") from None
+
+__all__ = ["DaliLoader", "device_id", "fn", "normalize", "on_gpu", "pipeline_def", "types"]
 
 OUTPUTS = ["images", "labels"]  # what every pipeline returns, in this order
 

@@ -29,8 +29,9 @@ def build(cfg: DataConfig, ctx: DistContext) -> Loaders:
     root = Path(cfg.data_dir)
     train, val = image_folder(root / "train", None), image_folder(root / "val", None)
     if train.classes != val.classes:
-        raise UsageError(f"{root / 'train'} and {root / 'val'} have different class folders; "
-                         f"give both the same class folders")
+        differing = sorted(set(train.classes) ^ set(val.classes))
+        raise UsageError(f"{root / 'train'} and {root / 'val'} have different class folders (in one only: "
+                         f"{differing}); give both the same class folders")
     mean, std = MEAN_STD["imagenet"]
     spec = DatasetSpec("imagenet", len(train.classes), IMAGE_SIZE, mean, std, len(train), len(val))
     val_files, val_labels = map(list, zip(*val.samples))

@@ -35,9 +35,11 @@ from train.engine import AMP_DTYPES
 from train.environment import environment_params
 from train.evaluate import EXPERIMENT
 from train.measure import peak_memory_mb, synchronize
-from train.models import ModelEntry, complexity, create_model, resolve_model
+from train.models import ModelEntry, complexity, create_model
+from train.pretrained import imagenet_entry
 from train.schema import at_batch_size
-from train.tracking import MlflowTracker, open_store, search_all_runs, tracking_uri
+from train.report import experiment_runs
+from train.tracking import MlflowTracker, open_store, tracking_uri
 
 log = logging.getLogger("cnnbench")
 NUM_CLASSES = 1000  # ImageNet-1k heads, as published
@@ -73,11 +75,12 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench analyze") -> int:
         torch.set_num_threads(args.threads)
     settings = Settings(pick_device(args.device), args.precision, args.channels_last, args.compile,
                         tuple(sorted(set(args.batch_sizes))), args.train_batch_size, args.warmup, args.iters)
-    entries = [resolve_model(arch, prefer="imagenet") for arch in args.arch]  # every name checked before any work
+    entries = [imagenet_entry(arch) for arch in args.arch]  # every name checked before any work
     uri = tracking_uri(args.tracking_uri)
+    client = open_store(uri)  # and the store: an unreachable one fails now, not after the first net
     run_ids = [_analyse_in_run(arch, entry, settings, args, uri)
                for arch, entry in zip(args.arch, tqdm(entries, desc="nets", unit="net", disable=None))]
-    report = _report(uri, args.experiment, Path(args.out), run_ids)
+    report = _report(client, uri, args.experiment, Path(args.out), run_ids)
     print(report.read_text())
     return 0
 
@@ -188,13 +191,11 @@ def _params(arch: str, entry: ModelEntry, s: Settings) -> dict:
     }
 
 
-def _report(uri: str, experiment: str, out_dir: Path, run_ids: list[str]) -> Path:
+def _report(client, uri: str, experiment: str, out_dir: Path, run_ids: list[str]) -> Path:
     """The complexity report over the experiment's runs, written to ``out_dir`` and logged to this call's runs."""
     from train.reports import complexity as complexity_report
 
-    client = open_store(uri)
-    runs = search_all_runs(client, client.get_experiment_by_name(experiment).experiment_id)
-    report = complexity_report.render(runs, out_dir)
+    report = complexity_report.render(experiment_runs(uri, experiment), out_dir)
     for run_id in run_ids:
         for path in [report, *(out_dir / name for name in complexity_report.PLOTS.values())]:
             client.log_artifact(run_id, str(path), "complexity")

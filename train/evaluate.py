@@ -31,7 +31,10 @@ from train.distributed import DistContext, SingleProcess, pick_device
 from train.environment import environment_params
 from train.errors import UsageError
 from train.pretrained import EvalModel, imagenet_entry, load_file, load_published, published_classes
-from train.tracking import MlflowTracker, open_store, search_all_runs, tracking_uri
+from train.models import ModelEntry
+from train.report import experiment_runs
+from train.reports import imagenet
+from train.tracking import MlflowTracker, open_store, tracking_uri
 
 log = logging.getLogger("cnnbench")
 EXPERIMENT = "imagenet"  # shared with `cnnbench analyze`, whose plots use the accuracies measured here
@@ -41,27 +44,26 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench evaluate") -> int:
     args = _parser(prog).parse_args(argv)
     if args.weights and len(args.arch) > 1:
         raise UsageError("--weights gives one file: evaluate one --arch with it")
+    if args.download and not args.pretrained:
+        raise UsageError("--download fetches published weights: it goes with --pretrained")
     setup_logging(is_main=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     val_dir = Path(args.data_dir) / "val"
     classes = image_folder(val_dir, transform=None).classes
+    entries = [imagenet_entry(arch) for arch in args.arch]  # every name checked before any work
     uri = tracking_uri(args.tracking_uri)
-    for arch in args.arch:
-        net = _load(arch, args, classes)
+    open_store(uri)  # and the store: an unreachable one fails now, not after the first net
+    for arch, entry in zip(args.arch, entries):
+        net = _load(entry, args, classes)
         _evaluate(net, arch, val_dir, args, device, uri)
-    from train.reports import imagenet
-
-    client = open_store(uri)
-    runs = search_all_runs(client, client.get_experiment_by_name(args.experiment).experiment_id)
-    print(imagenet.render(runs, Path(args.out)).read_text())
+    print(imagenet.render(experiment_runs(uri, args.experiment), Path(args.out)).read_text())
     return 0
 
 
-def _load(arch: str, args: argparse.Namespace, classes: list[str]) -> EvalModel:
-    """Weights first, so a missing file stops the command before any run is opened."""
-    entry = imagenet_entry(arch)
+def _load(entry: ModelEntry, args: argparse.Namespace, classes: list[str]) -> EvalModel:
+    """The weights before the run: a net whose weights cannot be had opens no run."""
     if args.weights:
         return load_file(entry, args.weights, outputs_for_folder(classes))
     output_indices(classes, published_classes(entry))  # a folder the published weights cannot score fails here
@@ -75,9 +77,8 @@ def _evaluate(net: EvalModel, arch: str, val_dir: Path, args: argparse.Namespace
     dataset = image_folder(val_dir, prep.transform)
     dataset.target_transform = output_indices(dataset.classes, net.num_classes).__getitem__
     spec = DatasetSpec("imagenet", net.num_classes, prep.image_size, prep.mean, prep.std, 0, len(dataset))
-    data = DataConfig(dataset="imagenet", data_dir=str(val_dir.parent), batch_size=args.batch_size,
-                      workers=args.workers, channels_last=args.channels_last)
-    loader = TorchLoader(dataset, val_indices(len(dataset), ctx), args.batch_size, args.workers, data, ctx)
+    loader = TorchLoader(dataset, val_indices(len(dataset), ctx), args.batch_size, args.workers,
+                         DataConfig(channels_last=args.channels_last), ctx)
     memory_format = torch.channels_last if args.channels_last else torch.preserve_format
     model = net.model.to(device, memory_format=memory_format)
     tracker = MlflowTracker(uri, args.experiment)

@@ -63,6 +63,11 @@ class EpochTiming:
         return self.data_wait / self.seconds if self.seconds > 0 else float("nan")
 
 
+def warmup_of(warmup_steps: int, steps: int) -> int:
+    """The warm-up steps of an epoch of ``steps``: an epoch shorter than the warm-up still gets one timed step."""
+    return min(warmup_steps, max(steps - 1, 0))
+
+
 class EpochTimer:
     """Wraps a loader: yields its batches and times the epoch as described in the module docstring."""
 
@@ -75,9 +80,9 @@ class EpochTimer:
         self.timing = EpochTiming()
 
     def iterate(self, loader: Iterable, steps: int) -> Iterator:
-        """``steps`` is len(loader); an epoch shorter than the warm-up still gets one timed step."""
+        """``steps`` is len(loader)."""
         t = self.timing = EpochTiming()
-        warmup = min(self.warmup_steps, max(steps - 1, 0))
+        warmup = warmup_of(self.warmup_steps, steps)
         synchronize(self.device)
         epoch_start = window_start = time.perf_counter()
         window_images = window_steps = 0

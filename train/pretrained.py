@@ -3,8 +3,8 @@
 Weights come from the library that publishes them: torchvision's ``DEFAULT`` weights from torch hub's cache
 (``$TORCH_HOME/hub/checkpoints``), timm's default tag from the Hugging Face cache (or torch hub's, for the few
 timm weights still served by URL); ``download=True`` lets the library fetch what is missing. A file given
-instead (``weights_file``) is a state dict, a cnnbench checkpoint or a ``.safetensors`` file, loaded into the
-registry's net for the folder's classes. Every ``torch.load`` is ``weights_only=True``.
+instead (``load_file``) is a state dict, a cnnbench checkpoint or a ``.safetensors`` file, loaded into the
+registry's net for the folder's classes. Every ``torch.load`` is ``weights_only=True``, torchvision's own too.
 
 Preprocessing is the net's own data contract, never a generic 224/256 pipeline: torchvision's
 ``weights.transforms()`` (resize, crop, interpolation, mean/std of the published weights), or timm's
@@ -53,10 +53,10 @@ class EvalModel:
 
 
 def imagenet_entry(arch: str) -> ModelEntry:
+    """The torchvision or timm net ``arch`` names; CIFAR nets have no published ImageNet weights or input size."""
     entry = resolve_model(arch, prefer="imagenet")
     if entry.family != "imagenet":
-        raise UsageError(f"arch {arch} is a CIFAR net: evaluation takes ImageNet nets (torchvision or timm) "
-                         f"with their published preprocessing")
+        raise UsageError(f"arch {arch} is a CIFAR net: this command takes ImageNet nets (torchvision or timm)")
     return entry
 
 

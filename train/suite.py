@@ -8,6 +8,7 @@ A suite file (configs/*.yaml):
 
   name: smoke                  # tags every run (cnnbench.suite) and names its MLflow experiment
   experiment: smoke-2024       # optional: another experiment name
+  description: ...             # optional, free text
   settings:                    # what every point gets: the launchers' flags, with _ for -
     dataset: digits
     epochs: 1
@@ -30,6 +31,7 @@ import difflib
 import functools
 import itertools
 import json
+import os
 import re
 import shlex
 import shutil
@@ -93,8 +95,7 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench suite") -> int:
     suite = load_suite(Path(args.file))
     if args.action == "plan":
         print(f"# suite {suite.name}: {suite.size}", file=sys.stderr)
-        for point in suite.points:
-            print(shlex.join(point_command(point, suite, args.tracking_uri)))
+        print_commands([point_command(p, suite, args.tracking_uri) for p in suite.points])
         return 0
     raise_keyboard_interrupt_on_sigterm()
     return run_suite(suite, args)
@@ -150,7 +151,8 @@ class _Doc:
         for key_node, value_node in node.value:
             name = self.value(key_node)
             if name in pairs:
-                raise self.error(key_node, str(name), f"given twice (first on line {pairs[name][0].start_mark.line + 1})")
+                first = pairs[name][0].start_mark.line + 1
+                raise self.error(key_node, str(name), f"given twice (first on line {first})")
             pairs[name] = (key_node, value_node)
         return pairs
 
@@ -177,7 +179,8 @@ def load_suite(path: Path) -> Suite:
         raise doc.error(doc.root, "grid", "missing: a suite needs at least one axis, e.g. grid: {arch: [resnet-20]}")
     grid_key, grid_node = top["grid"]
     axes = _axes(doc, grid_node, fixed)
-    points = tuple(_point(doc, grid_key, {**RUN_DEFAULTS, **fixed}, combo) for combo in itertools.product(*axes.values()))
+    base = {**RUN_DEFAULTS, **fixed}
+    points = tuple(_point(doc, grid_key, base, combo) for combo in itertools.product(*axes.values()))
     return Suite(name, experiment, {axis: len(choices) for axis, choices in axes.items()}, points)
 
 
@@ -349,6 +352,16 @@ def point_command(point: Point, suite: Suite, uri: str | None) -> list[str]:
     return [sys.executable, script, *flags]
 
 
+def print_commands(commands: list[list[str]]) -> None:
+    """One shell-quoted command per line; a reader that stops early (``| head``) ends the output quietly."""
+    try:
+        for command in commands:
+            print(shlex.join(command))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's recipe: no error at exit
+
+
 def _tool(name: str) -> str:
     """``name`` from this Python's environment, else from PATH, else the bare name (for plans run elsewhere)."""
     beside = Path(sys.executable).with_name(name)
@@ -373,8 +386,7 @@ def run_suite(suite: Suite, args: argparse.Namespace) -> int:
     print(f"suite {suite.name}: {suite.size}; {len(suite.points) - len(todo)} already finished, "
           f"{len(todo)} to run (MLflow {uri}, experiment {suite.experiment})", file=sys.stderr)
     if args.dry_run:
-        for point in todo:
-            print(shlex.join(point_command(point, suite, args.tracking_uri)))
+        print_commands([point_command(p, suite, args.tracking_uri) for p in todo])
         return 0
     _check_tools(todo, suite)
     log_dir = Path(args.log_dir or Path("suite-logs") / suite.name)

@@ -200,3 +200,19 @@ def test_missing_dali_is_one_clear_line(cifar10_root, monkeypatch):
     with pytest.raises(UsageError, match=r"pip install -e '\.\[dali\]'") as info:
         build("cifar10", cifar10_root, loader="dali")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dataset", ["cifar10", "imagenet"])
+def test_gpu_pipeline_matches_the_cpu_pipeline(dataset, cifar10_root, jpegs):
+    root = {"cifar10": cifar10_root, "imagenet": jpegs}[dataset]
+    cfg = DataConfig(dataset=dataset, data_dir=str(root), loader="dali", batch_size=4, channels_last=True)
+    on_gpu, on_cpu = (build_loaders(cfg, DistContext(device=torch.device(device))) for device in ("cuda:0", "cpu"))
+    for split in ("train", "val"):
+        images, labels = collect(getattr(on_gpu, split))
+        assert images.is_cuda and labels.is_cuda and images.is_contiguous(memory_format=torch.channels_last)
+        assert len(labels) == getattr(on_cpu, split).num_samples
+    (gpu_images, gpu_labels), (cpu_images, cpu_labels) = collect(on_gpu.val), collect(on_cpu.val)
+    assert torch.equal(gpu_labels.cpu(), cpu_labels)
+    # nvJPEG and the CPU decoder round differently; the channel statistics agree
+    torch.testing.assert_close(gpu_images.cpu().mean(dim=(2, 3)), cpu_images.mean(dim=(2, 3)), rtol=0, atol=0.01)

@@ -63,4 +63,5 @@ def format_result(result: FrameworkRun) -> str:
                                                      "final_val_top1_err", "fit_time_s", "num_params") if name in m]
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
-    return f"\ncnnbench framework\n{table}\n\nLook at it in the MLflow UI:\n  {mlflow_ui_command(result.tracking_uri)}\n"
+    ui = mlflow_ui_command(result.tracking_uri)
+    return f"\ncnnbench framework\n{table}\n\nLook at it in the MLflow UI:\n  {ui}\n"

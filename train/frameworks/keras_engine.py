@@ -10,7 +10,7 @@ import numpy as np
 
 from train.errors import UsageError
 from train.frameworks.contract import Arrays, ModelInfo, TaskOptions, Unsupported
-from train.frameworks.tasks import TASKS, VGG_CNN, VggCnnSpec
+from train.frameworks.tasks import FEATURES, TASKS, VGG_CNN, VGG_CNN_VARIANT, VggCnnSpec
 
 INSTALL = "pip install -e '.[tensorflow]' (into .venv)"
 POLICIES = {"fp32": "float32", "fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
@@ -23,8 +23,8 @@ class KerasEngine:
     def __init__(self, threads: int | None):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
         try:
+            import tensorflow as tf  # first: keras without tensorflow fails halfway through its own import
             import keras
-            import tensorflow as tf
         except ImportError as err:
             raise UsageError(f"tensorflow is not installed ({err}): {INSTALL}") from None
         self.keras, self.tf = keras, tf
@@ -37,37 +37,38 @@ class KerasEngine:
         try:
             self.tf.config.threading.set_intra_op_parallelism_threads(threads)
             self.tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # TensorFlow fixes its pools when it starts: only a second run in one process meets this
+        except RuntimeError:  # TensorFlow fixes its pools when it starts: a second run in one process meets this
             raise UsageError(f"--threads {threads}: TensorFlow already runs with "
                              f"{self.tf.config.threading.get_intra_op_parallelism_threads()} in this process") from None
         return f"intra-op {threads}, inter-op 1"
 
     def build(self, opts: TaskOptions, data: Arrays) -> ModelInfo:
-        keras, task = self.keras, TASKS[opts.task]
+        keras = self.keras
         if opts.data_format == "channels_first":
             self._probe_nchw()  # seconds, where finding out from the model's first step costs a minute of tracing
         keras.utils.set_random_seed(opts.seed)
         self.x_train, self.x_val = (_layout(x, opts.data_format) for x in (data.x_train, data.x_val))
-        self.y_train, self.y_val = data.y_train, data.y_val
-        shape = self.x_train.shape[1:]
+        self.y_train = data.y_train
         with self._global_settings(opts):  # read by layers as they are built
-            if task.arch == "vgg-cnn":
-                self.model, info = _vgg_cnn(keras, VGG_CNN, shape, task.num_classes), (
-                    "cnnbench vgg_cnn (keras.Sequential)", "VGG-style CNN of DeepLearningFrameworks")
-            elif task.training:
-                self.model, info = keras.applications.ResNet50(
-                    weights=None, input_shape=shape, classes=opts.num_classes, classifier_activation=None), (
-                    "keras.applications.ResNet50", RESNET50_V1)
-            else:
-                self.model, info = keras.applications.ResNet50(
-                    weights=None, include_top=False, pooling="avg", input_shape=shape), (
-                    "keras.applications.ResNet50 (include_top=False, pooling=avg)",
-                    f"{RESNET50_V1}; 2048-d average-pooled features")
+            self.model, resolved, variant = self._model(opts, self.x_train.shape[1:])
         self.model.compile(optimizer=keras.optimizers.SGD(opts.lr, momentum=opts.momentum),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
         params = sum(int(np.prod(w.shape)) for w in self.model.trainable_weights)
-        return ModelInfo(*info, f"keras jit_compile={self.model.jit_compile}", params)
+        return ModelInfo(resolved, variant, f"keras jit_compile={self.model.jit_compile}", params)
+
+    def _model(self, opts: TaskOptions, shape: tuple[int, ...]):
+        """(model, where it comes from, what it is)."""
+        keras, task = self.keras, TASKS[opts.task]
+        if task.arch == "vgg-cnn":
+            return _vgg_cnn(keras, VGG_CNN, shape, task.num_classes), "cnnbench vgg_cnn (keras.Sequential)", \
+                VGG_CNN_VARIANT
+        if task.training:
+            return (keras.applications.ResNet50(weights=None, input_shape=shape, classes=opts.num_classes,
+                                                classifier_activation=None),
+                    "keras.applications.ResNet50", RESNET50_V1)
+        return (keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=shape),
+                "keras.applications.ResNet50 (include_top=False, pooling=avg)", f"{RESNET50_V1}; {FEATURES}")
 
     @contextlib.contextmanager
     def _global_settings(self, opts: TaskOptions):

@@ -16,11 +16,11 @@ import sys
 import numpy as np
 
 from train.frameworks.contract import ModelInfo, TaskOptions, Unsupported
-from train.frameworks.tasks import TASKS, VGG_CNN, VggCnnSpec
+from train.frameworks.tasks import FEATURES, TASKS, VGG_CNN, VGG_CNN_VARIANT, VggCnnSpec
 
 LAYOUTS = {"channels_first": "NCHW", "channels_last": "NHWC"}
-RESNET50_V1 = ("ResNet-50 v1 (stride 2 in the first 1x1 conv of each downsampling bottleneck; convs without "
-               "bias), random init")
+RESNET50_V1 = ("ResNet-50 v1 (stride 2 in the first 1x1 conv of each downsampling bottleneck; the bottlenecks' "
+               "1x1 convs with bias, the others without), random init")
 
 
 class GluonEngine:
@@ -60,14 +60,26 @@ class GluonEngine:
         from mxnet.gluon.model_zoo import vision
 
         if task.arch == "vgg-cnn":
+            if opts.data_format == "channels_last":
+                self._probe_nhwc()
             return _vgg_cnn(self.mx.gluon.nn, VGG_CNN, task.num_classes, LAYOUTS[opts.data_format]), (
-                "cnnbench vgg_cnn (gluon HybridSequential)", "VGG-style CNN of DeepLearningFrameworks")
+                "cnnbench vgg_cnn (gluon HybridSequential)", VGG_CNN_VARIANT)
         if opts.data_format != "channels_first":
             raise Unsupported("gluon model_zoo.vision.resnet50_v1 is built NCHW only (it takes no layout)")
         if task.training:
             return vision.resnet50_v1(classes=opts.num_classes), ("gluon model_zoo.vision.resnet50_v1", RESNET50_V1)
         return vision.resnet50_v1().features, ("gluon model_zoo.vision.resnet50_v1().features",
-                                               f"{RESNET50_V1}; 2048-d average-pooled features")
+                                               f"{RESNET50_V1}; {FEATURES}")
+
+    def _probe_nhwc(self) -> None:
+        """MXNet's CPU convolutions (MKL-DNN) reject NHWC when they run, not when the net is built."""
+        mx = self.mx
+        conv = mx.gluon.nn.Conv2D(1, 3, padding=1, layout="NHWC", in_channels=1)
+        conv.initialize(ctx=self.ctx)
+        try:
+            conv(mx.nd.ones((1, 4, 4, 1), ctx=self.ctx)).wait_to_read()
+        except mx.base.MXNetError as err:
+            raise Unsupported(f"its CPU convolution cannot take NHWC ({str(err).splitlines()[0]})") from None
 
     def train_step(self, indices: list[int]) -> None:
         mx = self.mx

@@ -110,9 +110,14 @@ def load_arrays(task: Task, opts: TaskOptions) -> Arrays:
     (x_train, y_train), (x_val, y_val) = (read_split(folder, names, files) for names in (files.train, files.val))
     if opts.batch_size > len(y_train):
         raise UsageError(f"--batch-size {opts.batch_size} is larger than the {len(y_train)} training images")
-    mean, std = (np.asarray(v, dtype=np.float32)[:, None, None] for v in MEAN_STD[task.dataset])
-    normalise = lambda x: (x.numpy().astype(np.float32) / 255 - mean) / std  # noqa: E731
-    return Arrays(normalise(x_train), y_train.numpy(), normalise(x_val), y_val.numpy())
+    mean_std = MEAN_STD[task.dataset]
+    return Arrays(normalised(x_train, mean_std), y_train.numpy(), normalised(x_val, mean_std), y_val.numpy())
+
+
+def normalised(images: torch.Tensor, mean_std) -> np.ndarray:
+    """uint8 (N, 3, H, W) -> float32 (x / 255 - mean) / std, the engine's to_normalized_float in numpy."""
+    mean, std = (np.asarray(v, dtype=np.float32)[:, None, None] for v in mean_std)
+    return (images.numpy().astype(np.float32) / 255 - mean) / std
 
 
 def train(engine: Engine, task: Task, data: Arrays, opts: TaskOptions, tracker) -> dict:

@@ -60,6 +60,8 @@ class VggCnnSpec:
 
 
 VGG_CNN = VggCnnSpec()
+VGG_CNN_VARIANT = "VGG-style CNN of DeepLearningFrameworks"
+FEATURES = "2048-d average-pooled features"  # what resnet50-infer's nets end in
 
 # Each framework's own layout unless --data-format says otherwise (TensorFlow's CPU kernels are NHWC-only).
 NATIVE_DATA_FORMAT = {"pytorch": "channels_first", "tensorflow": "channels_last", "mxnet": "channels_first"}

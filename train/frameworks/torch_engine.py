@@ -11,7 +11,7 @@ from torch import nn
 from train.distributed import pick_device
 from train.engine import AMP_DTYPES, Step
 from train.frameworks.contract import Arrays, ModelInfo, TaskOptions
-from train.frameworks.tasks import TASKS, VGG_CNN, VggCnnSpec
+from train.frameworks.tasks import FEATURES, TASKS, VGG_CNN, VGG_CNN_VARIANT, VggCnnSpec
 from train.measure import synchronize
 from train.models import count_parameters, create_model, resolve_model
 
@@ -52,9 +52,9 @@ class TorchEngine:
         model, info = self._model(opts)
         model.to(self.device, memory_format=self.memory_format)
         self.model = model
-        self.x_train, self.y_train = self._tensors(data.x_train, data.y_train)
+        self.x_train, self.y_train = self._images(data.x_train), torch.from_numpy(data.y_train).to(self.device)
         if data.x_val is not None:
-            self.x_val, self.y_val = self._tensors(data.x_val, data.y_val)
+            self.x_val = self._images(data.x_val)
         dtype = AMP_DTYPES[opts.precision]
         self.autocast = (contextlib.nullcontext if dtype is None
                          else lambda: torch.autocast(self.device, dtype=dtype))
@@ -68,19 +68,18 @@ class TorchEngine:
         task = TASKS[opts.task]
         if task.arch == "vgg-cnn":
             model = vgg_cnn(VGG_CNN, task.num_classes)
-            return model, ModelInfo("cnnbench vgg_cnn (nn.Sequential)", "VGG-style CNN of DeepLearningFrameworks",
-                                    "none (eager)", count_parameters(model))
+            return model, ModelInfo("cnnbench vgg_cnn (nn.Sequential)", VGG_CNN_VARIANT, "none (eager)",
+                                    count_parameters(model))
         model = create_model(task.arch, opts.num_classes, prefer="imagenet")
         resolved = resolve_model(task.arch, "imagenet").qualified_name
         if task.training:
             return model, ModelInfo(resolved, RESNET50_V1_5, "none (eager)", count_parameters(model))
         model.fc = nn.Identity()  # feature extraction: the 2048-d pooled features
-        return model, ModelInfo(f"{resolved} (fc = Identity)", f"{RESNET50_V1_5}; 2048-d average-pooled features",
+        return model, ModelInfo(f"{resolved} (fc = Identity)", f"{RESNET50_V1_5}; {FEATURES}",
                                 "none (eager)", count_parameters(model))
 
-    def _tensors(self, x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        images = torch.from_numpy(x).to(self.device).contiguous(memory_format=self.memory_format)
-        return images, torch.from_numpy(y).to(self.device)
+    def _images(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(x).to(self.device).contiguous(memory_format=self.memory_format)
 
     def train_step(self, indices: np.ndarray) -> None:
         self.model.train()

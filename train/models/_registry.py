@@ -137,6 +137,8 @@ def _torchvision_entry(name: str) -> ModelEntry:
     def build(num_classes: int, **kwargs) -> nn.Module:
         if name in _EXPLICIT_INIT:
             kwargs.setdefault("init_weights", True)  # the paper's init; unset, torchvision warns on every build
+        if name == "googlenet":  # the published net (torchvision's weights, 6.6 M) has no auxiliary classifiers
+            kwargs.setdefault("aux_logits", False)
         return torchvision.models.get_model(name, weights=None, num_classes=num_classes, **kwargs)
 
     return ModelEntry(name, "torchvision", "imagenet", build, input_size=_torchvision_input_size(name),

@@ -114,8 +114,8 @@ def plot(rows: list[Row], cells: dict, path: Path) -> bool:
     for ax, (ds, label) in zip(axes, DATASETS.items()):
         for i, row in enumerate(shown):
             if row.error[ds] is not None:
-                ax.barh([i + 0.2], [row.error[ds]], height=0.4, color="0.7")
-            _measured_bar(ax, i - 0.2, cells[row.net, ds])
+                ax.barh([i - 0.2], [row.error[ds]], height=0.4, color="0.7")
+            _measured_bar(ax, i + 0.2, cells[row.net, ds])
         ax.set_title(label)
         ax.set_xlabel("top-1 error (%)")
         ax.grid(axis="x", alpha=0.3)

@@ -176,11 +176,11 @@ def _accuracy_vs_speed(nets: list[Net], title: str, path: Path) -> None:
     plt = _pyplot()
     known = [n for n in nets if n.accuracy is not None]
     colours, largest = _colours(nets), max(n.params for n in nets)
-    common = sorted(set.intersection(*(set(n.by_batch) for n in nets)))
-    batches = sorted({common[0], common[-1]})
+    batches = _speed_batches(nets)
     fig, axes = plt.subplots(1, len(batches), figsize=(7 + 4 * len(batches), 6.5), squeeze=False)
     for ax, batch in zip(axes[0], batches):
-        _accuracy_scatter(ax, known, lambda n: n.by_batch[batch]["forward_images_per_sec"], colours, largest)
+        measured = [n for n in known if batch in n.by_batch]
+        _accuracy_scatter(ax, measured, lambda n: n.by_batch[batch]["forward_images_per_sec"], colours, largest)
         ax.set_xlabel(f"inference images/s at batch size {batch} (log scale)")
         ax.set_title(f"batch size {batch}", fontsize=10)
     heading = fig.suptitle(f"Accuracy vs inference speed, marker area ∝ parameters\n{title}", fontsize=10)
@@ -188,9 +188,15 @@ def _accuracy_vs_speed(nets: list[Net], title: str, path: Path) -> None:
     _save(fig, path, [heading, *_legends(axes[0][-1], known, colours, largest, missing)])
 
 
+def _speed_batches(nets: list[Net]) -> list[int]:
+    """The smallest and the largest batch size of the newest analysis (a net measured at others is left out there)."""
+    sizes = list(nets[0].by_batch)
+    return sorted({sizes[0], sizes[-1]})
+
+
 def _latency_vs_batch(nets: list[Net], title: str, path: Path) -> None:
     plt = _pyplot()
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import LogFormatter, ScalarFormatter
 
     colours = _colours(nets)
     fig, ax = plt.subplots(figsize=(11, 6.5))
@@ -204,6 +210,8 @@ def _latency_vs_batch(nets: list[Net], title: str, path: Path) -> None:
     ax.set_xticks(sorted({b for n in nets for b in n.by_batch}))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))  # plain numbers, fewer on wide ranges
     ax.set_xlabel("batch size (log scale)")
     ax.set_ylabel("forward latency per batch (ms, log scale): median, bar up to p95")
     ax.set_title(f"Latency vs batch size\n{title}", fontsize=10)
@@ -220,10 +228,10 @@ def _save(fig, path: Path, legends: list) -> None:
 
 def _markdown(nets: list[Net], runs: list, older: int) -> str:
     p = runs[0].data.params
-    largest = max(set.intersection(*(set(n.by_batch) for n in nets)))
+    smallest, largest = _speed_batches(nets)[0], _speed_batches(nets)[-1]
     summary = [[n.label, n.resolved, n.input_size, f"{n.params / 1e6:.2f}", f"{n.flops / 1e9:.2f}",
-                _accuracy_cell(n), f"{n.by_batch[min(n.by_batch)]['latency_median_ms']:.1f} (batch {min(n.by_batch)})",
-                f"{n.by_batch[largest]['forward_images_per_sec']:.1f}", f"{n.train_images_per_sec:.1f}"]
+                _accuracy_cell(n), _cell(n, smallest, "latency_median_ms"), _cell(n, largest, "forward_images_per_sec"),
+                f"{n.train_images_per_sec:.1f}"]
                for n in sorted(nets, key=lambda n: n.flops)]
     per_batch = [[n.label, b, f"{v['latency_median_ms']:.2f}", f"{v['latency_p95_ms']:.2f}",
                   f"{v['forward_images_per_sec']:.1f}", f"{v['forward_peak_mem_mb']:.0f}"]
@@ -234,7 +242,7 @@ def _markdown(nets: list[Net], runs: list, older: int) -> str:
         f"timm {p['timm_version']}, cnnbench {p['git_sha']}. Random weights at each net's native input size; "
         f"latency over {p['timed_iters']} timed forward passes after {p['warmup_iters']} untimed ones, the device "
         "synchronised around each; images/s = batch size / median latency.",
-        markdown_table(["arch", "net", "input", "params (M)", "GFLOPs", "Acc@1 %", "latency ms",
+        markdown_table(["arch", "net", "input", "params (M)", "GFLOPs", "Acc@1 %", f"latency ms at batch {smallest}",
                         f"images/s at batch {largest}", f"training images/s (batch {p['batch_size']})"], summary),
         markdown_table(["arch", "batch", "latency median ms", "latency p95 ms", "images/s", "peak memory MiB"],
                        per_batch),
@@ -247,6 +255,10 @@ def _markdown(nets: list[Net], runs: list, older: int) -> str:
         parts.append(f"Left out: {older} older runs of these nets, or runs of another device, precision, "
                      "channels-last or compile setting.")
     return "\n\n".join(parts) + "\n"
+
+
+def _cell(n: Net, batch: int, metric: str) -> str:
+    return f"{n.by_batch[batch][metric]:.1f}" if batch in n.by_batch else "–"
 
 
 def _accuracy_cell(n: Net) -> str:

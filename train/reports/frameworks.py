@@ -119,8 +119,9 @@ def _infer_table(rows) -> tuple[list[str], list[list]]:
         published = _dlf("resnet50-infer", key[0])
         table.append([*_describe(key, group), group[0].data.params.get("arch_resolved", "—"), key[4],
                       _figure(group, "infer_images_per_sec", ".1f"),
-                      _figure(group, "infer_images_per_sec_spread", ".0f", why=False), published.get("framework", "—"),
-                      published.get("images_per_s_cpu", "—"), published.get("images_per_s_gpu", "—")])
+                      _figure(group, "infer_images_per_sec_spread", ".0f", why=False),
+                      published.get("framework", "—"), published.get("images_per_s_cpu", "—"),
+                      published.get("images_per_s_gpu", "—")])
     return headers, table
 
 

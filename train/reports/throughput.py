@@ -18,7 +18,7 @@ from train.schema import METRIC_BY_NAME
 METRIC = "train_images_per_sec"
 # what one worker's images/s depends on; a table row adds how many workers ran and how they were launched
 CONFIG = ("device_name", "arch", "dataset", "image_size", "channels_last", "precision", "batch_size")
-ROW = (*CONFIG, "launcher", "world_size")
+ROW = (*CONFIG, "world_size", "launcher")
 HEADERS = ["arch", "data", "batch / worker", "format", "precision", "launcher", "workers", "images/s",
            "images/s per worker", "scaling efficiency"]
 
@@ -28,8 +28,8 @@ def _key(run, fields: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _order(row: tuple[str, ...]) -> tuple:
-    """Rows sorted as people read the tables: numbers as numbers."""
-    return tuple(int(v) if v.isdigit() else v for v in row)
+    """Rows sorted as people read the tables: numbers as numbers (and before a missing "?")."""
+    return tuple((0, int(v), "") if v.isdigit() else (1, 0, v) for v in row)
 
 
 def render(runs, out_dir: Path) -> Path:
@@ -102,7 +102,7 @@ def plot(figures: dict, path: Path) -> None:
     colours = {s: f"C{i % 10}" for i, s in enumerate(sorted({s for series in panels.values() for s in series}))}
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.9), layout="constrained")
+    fig = Figure(figsize=(max(5.5, 4.2 * ncols), 3.4 * nrows + 0.9), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, ((device, arch), series) in zip(axes, sorted(panels.items())):
         for name, points in sorted(series.items()):
@@ -124,7 +124,7 @@ def plot(figures: dict, path: Path) -> None:
             if label not in labels:
                 handles.append(h)
                 labels.append(label)
-    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=9,
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=9,  # as wide as the panels
                title=f"format precision, launcher × workers   (hollow: flagged runs {FLAG_MARK})", title_fontsize=9)
     fig.savefig(path, dpi=120)
 
@@ -136,5 +136,5 @@ def _plot_series(ax, points: list[tuple[int, Measured]], colour: str, label: str
     ax.errorbar(batches, medians, yerr=spread, color=colour, marker="o", capsize=3, label=label)
     flagged = [(b, c.median) for b, c in points if c.flagged]
     if flagged:
-        ax.plot(*zip(*flagged), linestyle="none", marker="o", markersize=9, markerfacecolor="white",
-                markeredgecolor=colour)
+        ax.plot(*zip(*flagged), linestyle="none", marker="o", markerfacecolor="white", markeredgecolor=colour,
+                markeredgewidth=1.5, zorder=3)
