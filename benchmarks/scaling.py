@@ -34,7 +34,8 @@ def job_rate(procs: int, args, store: str, experiment: str) -> float:
            "--epochs", str(args.epochs), "--schedule", "constant", "--warmup-steps", str(args.warmup),
            "--window-steps", str(max(1, args.steps // 4)), "--precision", args.precision, "--device", args.device,
            "--tracking-uri", f"sqlite:///{store}/mlflow.db", "--checkpoint-dir", f"{store}/ckpt",
-           "--experiment", experiment]
+           "--experiment", experiment,
+           "--no-system-metrics"]  # on by default for multi-process jobs only: both points must do the same work
     if args.device == "cpu":
         cmd += ["--threads", "1"]
     if args.channels_last:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import gc
 import logging
 import re
 import statistics
@@ -170,8 +172,12 @@ def _logits(output) -> torch.Tensor:
 def _reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    else:  # Linux: "5" resets the process's peak resident set size (VmHWM) to its current size
-        Path("/proc/self/clear_refs").write_text("5")
+        return
+    # Linux/glibc: first hand back what earlier nets freed (glibc keeps it resident), so the peak is this net's;
+    # then "5" resets the process's peak resident set size (VmHWM) to its current size
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def _peak_memory_mb(device: torch.device) -> float:

@@ -119,6 +119,14 @@ def _pyplot():
     return plt
 
 
+def _plain_numbers(axis) -> None:
+    """Log-scale tick labels as plain numbers (2, 10, 300) rather than powers of ten; minor ones on short ranges."""
+    from matplotlib.ticker import LogFormatter, ScalarFormatter
+
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
+
+
 def _colours(nets: list[Net]) -> dict[str, tuple]:
     """tab20's dark shades first, then its light ones: the first ten nets get ten clearly different colours."""
     cmap = _pyplot().get_cmap("tab20")
@@ -137,6 +145,7 @@ def _accuracy_scatter(ax, nets: list[Net], x_of, colours: dict, largest_params: 
                    facecolors=colour if n.measured else "none", edgecolors=colour, linewidths=1.5)
         ax.annotate(n.label, (x_of(n), n.accuracy), fontsize=7, ha="center", va="center")
     ax.set_xscale("log")
+    _plain_numbers(ax.xaxis)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
 
@@ -157,7 +166,7 @@ def _legends(ax, nets: list[Net], colours: dict, largest_params: float, missing:
     sizes = [ax.scatter([], [], s=_marker_area(v, largest_params), facecolors="none", edgecolors="grey",
                         label=f"{v / 1e6:g} M") for v in scale]
     second = ax.legend(handles=sizes, title="parameters", loc="lower left", bbox_to_anchor=(1.02, 0), fontsize=8,
-                       title_fontsize=8, labelspacing=2, borderpad=1.2)
+                       title_fontsize=8, labelspacing=2.5, borderpad=1.2, handletextpad=2)
     return [first, second]  # outside the axes: savefig must be told to keep them
 
 
@@ -196,7 +205,7 @@ def _speed_batches(nets: list[Net]) -> list[int]:
 
 def _latency_vs_batch(nets: list[Net], title: str, path: Path) -> None:
     plt = _pyplot()
-    from matplotlib.ticker import LogFormatter, ScalarFormatter
+    from matplotlib.ticker import ScalarFormatter
 
     colours = _colours(nets)
     fig, ax = plt.subplots(figsize=(11, 6.5))
@@ -210,8 +219,7 @@ def _latency_vs_batch(nets: list[Net], title: str, path: Path) -> None:
     ax.set_xticks(sorted({b for n in nets for b in n.by_batch}))
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))  # plain numbers, fewer on wide ranges
+    _plain_numbers(ax.yaxis)
     ax.set_xlabel("batch size (log scale)")
     ax.set_ylabel("forward latency per batch (ms, log scale): median, bar up to p95")
     ax.set_title(f"Latency vs batch size\n{title}", fontsize=10)
