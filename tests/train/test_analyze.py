@@ -43,15 +43,10 @@ def analysed(tmp_path_factory):
     return ws
 
 
-# the module's analysis of two nets takes 30-70 s on a busy 2-core machine: its tests are slow ones
-needs_analysis = pytest.mark.slow
-
-
 def analysis_runs(ws) -> dict:
     return {r.data.params["arch"]: r for r in ws.runs("imagenet") if "train_step_images_per_sec" in r.data.metrics}
 
 
-@needs_analysis
 def test_one_finished_run_per_net_with_the_settings_as_params(analysed):
     runs = analysis_runs(analysed)
     assert set(runs) == set(NETS)
@@ -63,7 +58,6 @@ def test_one_finished_run_per_net_with_the_settings_as_params(analysed):
         assert p["batch_sizes"] == "1,2"
 
 
-@needs_analysis
 def test_complexity_metrics_equal_the_registrys(analysed):
     for arch, run in analysis_runs(analysed).items():
         params, flops = complexity(resolve_model(arch, prefer="imagenet"), 1000)
@@ -71,7 +65,6 @@ def test_complexity_metrics_equal_the_registrys(analysed):
         assert run.data.metrics["flops_per_image"] == flops
 
 
-@needs_analysis
 def test_latency_and_throughput_at_each_batch_size(analysed):
     for run in analysis_runs(analysed).values():
         m = run.data.metrics
@@ -83,7 +76,6 @@ def test_latency_and_throughput_at_each_batch_size(analysed):
         assert m["train_step_images_per_sec"] > 0
 
 
-@needs_analysis
 def test_plots_are_valid_non_empty_pngs_on_disk_and_in_every_run(analysed):
     for name in PLOTS.values():
         with Image.open(analysed.root / "out" / name) as image:
@@ -100,7 +92,6 @@ def test_plots_are_valid_non_empty_pngs_on_disk_and_in_every_run(analysed):
         assert logged == {*PLOTS.values(), "complexity.md"}
 
 
-@needs_analysis
 def test_report_prefers_measured_accuracy_and_marks_published(analysed):
     summary = next(block for block in (analysed.root / "out" / "complexity.md").read_text().split("\n\n")
                    if "Acc@1 %" in block)

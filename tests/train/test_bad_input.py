@@ -64,7 +64,7 @@ CASES = {
                                               "--synthetic-train-size", "8", "--synthetic-val-size", "8"],
                                   r"cannot take 32x32"),
     "dropout on a net without": (lambda ws: ["--arch", "resnet-20", "--dropout", "0.3"], r"does not take"),
-    "no cuda": (lambda ws: ["--device", "cuda"], r"no CUDA device"),
+    "no cuda": (lambda ws: ["--device", "cuda"], r"no usable CUDA device"),
     "unusable tracking store": (lambda ws: ["--tracking-uri", f"sqlite:///{_garbage(ws)}/sub/mlflow.db"],
                                 r"cannot use MLflow tracking store"),
 }

@@ -105,7 +105,8 @@ def _accuracies(runs) -> dict[str, tuple[float, bool]]:
 def _title(run) -> str:
     p = run.data.params
     extras = [p["precision"]] + ["channels-last"] * (p["channels_last"] == "True") + ["compiled"] * (p["compile"] == "True")
-    return f"{p['device_name']} ({p['device']}, {p['num_threads']} threads), {', '.join(extras)}"
+    threads = f"{p['num_threads']} thread{'' if p['num_threads'] == '1' else 's'}"
+    return f"{p['device_name']} ({p['device']}, {threads}), {', '.join(extras)}"
 
 
 # ---- plots -------------------------------------------------------------------------------------------------
@@ -120,11 +121,11 @@ def _pyplot():
 
 
 def _plain_numbers(axis) -> None:
-    """Log-scale tick labels as plain numbers (2, 10, 300) rather than powers of ten; minor ones on short ranges."""
-    from matplotlib.ticker import LogFormatter, ScalarFormatter
+    """Log-scale ticks labelled 0.2, 0.5, 1, 2, 5, 10, 20 ... rather than as powers of ten."""
+    from matplotlib.ticker import FuncFormatter
 
-    axis.set_major_formatter(ScalarFormatter())
-    axis.set_minor_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
 def _colours(nets: list[Net]) -> dict[str, tuple]:
@@ -145,6 +146,7 @@ def _accuracy_scatter(ax, nets: list[Net], x_of, colours: dict, largest_params: 
                    facecolors=colour if n.measured else "none", edgecolors=colour, linewidths=1.5)
         ax.annotate(n.label, (x_of(n), n.accuracy), fontsize=7, ha="center", va="center")
     ax.set_xscale("log")
+    ax.margins(x=0.1, y=0.08)  # room for the largest markers at the edges
     _plain_numbers(ax.xaxis)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
@@ -205,7 +207,7 @@ def _speed_batches(nets: list[Net]) -> list[int]:
 
 def _latency_vs_batch(nets: list[Net], title: str, path: Path) -> None:
     plt = _pyplot()
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     colours = _colours(nets)
     fig, ax = plt.subplots(figsize=(11, 6.5))
@@ -218,6 +220,7 @@ def _latency_vs_batch(nets: list[Net], title: str, path: Path) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({b for n in nets for b in n.by_batch}))
     ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())  # the measured batch sizes only
     ax.set_yscale("log")
     _plain_numbers(ax.yaxis)
     ax.set_xlabel("batch size (log scale)")
@@ -255,7 +258,8 @@ def _markdown(nets: list[Net], runs: list, older: int) -> str:
         markdown_table(["arch", "batch", "latency median ms", "latency p95 ms", "images/s", "peak memory MiB"],
                        per_batch),
         "Peak memory: on CUDA the most allocated by tensors during the passes; on CPU the process's peak resident "
-        "set, reset before each batch size (it includes the weights and the Python process).",
+        "set during them, counted from a reset after memory freed by earlier nets was handed back to the system: "
+        "it includes the Python process and its libraries as well as the weights and activations.",
         f"Acc@1: measured = by `cnnbench evaluate` in this experiment; published = *{STUDY}*.",
         "Plots: " + ", ".join(f"[{name}]({name})" for name in PLOTS.values()),
     ]
