@@ -52,10 +52,11 @@ def final_weights(ws: Workspace, run) -> dict:
 @pytest.mark.slow
 def test_killed_rank_is_restarted_and_the_job_ends_as_if_nothing_happened(ws):
     flags = [*SYNTHETIC, "--synthetic-train-size", "768", "--epochs", "3", "--deterministic", "--seed", "1"]
-    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--max-restarts=1", str(DDP),
+    torchrun = [str(BIN / "torchrun"), "--standalone", "--nproc_per_node=2", "--max-restarts=2", str(DDP),
                 *ws.flags(), "--device", "cpu", "--threads", "1", *flags]
     job = subprocess.Popen([*torchrun, "--experiment", "killed"], cwd=ws.root, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
+    # two restarts allowed: gloo's reconnect after a restart was seen to be refused once on a loaded machine
     wait_for_epoch(ws, 1, job, "killed")
     rank_process(job, 1).send_signal(signal.SIGKILL)  # during epoch 2 of 3
     output = job.communicate(timeout=900)[0]
