@@ -78,3 +78,9 @@ def environment_line(runs) -> str:
     return (f"{len(runs)} runs ({', '.join(f'{n} {state}' for state, n in sorted(states.items()))}); "
             f"device {distinct('device_name')}; torch {distinct('torch_version')}, "
             f"CUDA {distinct('cuda_version')}; cnnbench {distinct('git_sha')}")
+
+
+def finished_runs_with(runs, metric: str) -> list:
+    """The FINISHED runs that logged ``metric`` (those of one command), newest first."""
+    done = [r for r in runs if metric in r.data.metrics and r.info.status == "FINISHED"]
+    return sorted(done, key=lambda r: r.info.start_time, reverse=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from train.errors import UsageError
-from train.reports.common import markdown_table
+from train.reports.common import finished_runs_with, markdown_table
 from train.reports.imagenet import STUDY, evaluation_runs, published_accuracy
 from train.schema import split_batch_size
 
@@ -60,8 +60,7 @@ class Net:
 
 def analysis_runs(runs) -> list:
     """Finished analyses, newest first."""
-    done = [r for r in runs if "train_step_images_per_sec" in r.data.metrics and r.info.status == "FINISHED"]
-    return sorted(done, key=lambda r: r.info.start_time, reverse=True)
+    return finished_runs_with(runs, "train_step_images_per_sec")
 
 
 def render(runs, out_dir: Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from train.errors import UsageError
 from train.published import read_reference
-from train.reports.common import markdown_table, run_flags
+from train.reports.common import finished_runs_with, markdown_table, run_flags
 
 REFERENCE = "imagenet_pretrained_ranking"
 STUDY = "Reproducible ImageNet Benchmarking for Keras and PyTorch (Keras 2.2.4, PyTorch 1.0)"
@@ -39,8 +39,7 @@ def published_accuracy() -> dict[str, dict]:
 
 def evaluation_runs(runs) -> list:
     """Finished evaluations, newest first."""
-    done = [r for r in runs if "eval_top1_acc" in r.data.metrics and r.info.status == "FINISHED"]
-    return sorted(done, key=lambda r: r.info.start_time, reverse=True)
+    return finished_runs_with(runs, "eval_top1_acc")
 
 
 def render(runs, out_dir: Path) -> Path:
