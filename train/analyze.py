@@ -31,11 +31,11 @@ from torch import nn
 from tqdm import tqdm
 
 from train.cli import setup_logging
-from train.config import DEFAULTS, DEVICES, PRECISIONS, OneLineErrorParser, pos_int
+from train.config import DEFAULTS, OneLineErrorParser, pos_int
 from train.distributed import pick_device
 from train.engine import AMP_DTYPES
 from train.environment import environment_params
-from train.evaluate import EXPERIMENT
+from train.evaluate import add_device_and_tracking_flags
 from train.measure import peak_memory_mb, synchronize
 from train.models import ModelEntry, complexity, create_model
 from train.pretrained import imagenet_entry
@@ -218,14 +218,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                    help="batch of the timed training steps; BatchNorm needs >= 2 (default: 16)")
     p.add_argument("--warmup", type=pos_int, default=5, help="untimed passes or steps before each series (default: 5)")
     p.add_argument("--iters", type=pos_int, default=30, help="timed passes or steps per series (default: 30)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="auto = the GPU if CUDA is there (default)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype (default: fp32)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and inputs")
     p.add_argument("--compile", action="store_true", help="torch.compile each net (its warm-up includes compiling)")
-    p.add_argument("--threads", type=pos_int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--experiment", default=EXPERIMENT, help=f"MLflow experiment (default: {EXPERIMENT})")
-    p.add_argument("--out", default="reports", help="where complexity.md and its plots go (default: reports)")
+    add_device_and_tracking_flags(p, out_help="where complexity.md and its plots go")
     return p
 
 

@@ -150,11 +150,16 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="with --pretrained: fetch weights missing from the cache")
     p.add_argument("--batch-size", type=pos_int, default=64, help="images per forward pass (default: 64)")
     p.add_argument("--workers", type=nonneg_int, default=2, help="image decoding processes (default: 2)")
+    add_device_and_tracking_flags(p, out_help="where the ranking table imagenet.md goes")
+    return p
+
+
+def add_device_and_tracking_flags(p: argparse.ArgumentParser, out_help: str) -> None:
+    """The flags `cnnbench evaluate` and `cnnbench analyze` share: where the nets run and where results go."""
     p.add_argument("--device", choices=DEVICES, default="auto", help="auto = the GPU if CUDA is there (default)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast dtype (default: fp32)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and batches")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format for model and inputs")
     p.add_argument("--threads", type=pos_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", default=EXPERIMENT, help=f"MLflow experiment (default: {EXPERIMENT})")
-    p.add_argument("--out", default="reports", help="where the ranking table imagenet.md goes (default: reports)")
-    return p
+    p.add_argument("--out", default="reports", help=f"{out_help} (default: reports)")
