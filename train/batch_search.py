@@ -17,6 +17,7 @@ import torch
 
 from dataloaders import build_loaders
 from train.config import TrainConfig
+from train.distributed import gather_per_rank
 from train.errors import UsageError
 from train.measure import synchronize
 
@@ -89,7 +90,4 @@ def training_probe(cfg: TrainConfig, ctx) -> Callable[[int], None]:
 
 
 def _smallest_over_ranks(dist, batch: int) -> int:
-    """Each rank's batch in its own slot of one sum (the seam has no min)."""
-    slots = torch.zeros(dist.ctx.world_size, dtype=torch.float64, device=dist.ctx.device)
-    slots[dist.ctx.rank] = batch
-    return int(min(dist.all_reduce_sum(slots).tolist()))
+    return int(min(row[0] for row in gather_per_rank(dist, [batch])))

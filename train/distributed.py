@@ -73,6 +73,15 @@ class SingleProcess:
         pass
 
 
+def gather_per_rank(dist, values) -> list[list[float]]:
+    """Every rank's ``values``, one row per rank in rank order, through the seam's one collective: each rank
+    fills its own row of a zero matrix and the rows are summed (the seam needs no gather, min or max)."""
+    ctx = dist.ctx
+    rows = torch.zeros(ctx.world_size, len(values), dtype=torch.float64, device=ctx.device)
+    rows[ctx.rank] = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=ctx.device) for v in values])
+    return dist.all_reduce_sum(rows).tolist()
+
+
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     """``auto`` means the GPU of this local rank when CUDA is there, else the CPU."""
     if requested == "auto":

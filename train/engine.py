@@ -30,6 +30,7 @@ from train.batch_search import fit_batch_size
 from train.breakdown import StepBreakdown
 from train.checkpoint import remember_job_run, save_checkpoint
 from train.config import TrainConfig
+from train.distributed import gather_per_rank
 from train.environment import environment_params
 from train.errors import RankError, RunFault, UsageError
 from train.measure import EpochTimer, EpochTiming, format_pct, forward_flops_per_image, peak_memory_mb
@@ -280,10 +281,7 @@ class NonFiniteWatch:
 
     def raise_if_any(self, dist) -> None:
         """Every rank learns whether any rank saw one, so all stop together; rank 0 names the step."""
-        world, rank = dist.ctx.world_size, dist.ctx.rank
-        slots = torch.full((world,), -1, dtype=torch.float64, device=self.first.device)
-        slots[rank] = self.first
-        firsts = (dist.all_reduce_sum(slots + 1) - 1).tolist()  # -1 = none; +1/-1 keeps "none" at -1 after the sum
+        firsts = [row[0] for row in gather_per_rank(dist, [self.first])]  # -1: none on that rank
         seen = [(step, r) for r, step in enumerate(firsts) if step >= 0]
         if seen:
             step, where = min(seen)
@@ -321,21 +319,17 @@ def _reduce(dist, sums: torch.Tensor, seen: int) -> tuple[list[float], int]:
 
 def _throughput(timing: EpochTiming, dist) -> dict:
     """Job images/s = steady-state images of all ranks / the slowest rank's steady-state wall seconds."""
-    world, rank = dist.ctx.world_size, dist.ctx.rank
-    # one sum carries every rank's seconds in its own slot (the seam needs no max or gather)
-    local = torch.zeros(3 + world, dtype=torch.float64, device=dist.ctx.device)
-    local[:3] = torch.tensor([timing.images, timing.seconds, timing.data_wait], dtype=torch.float64)
-    local[3 + rank] = timing.seconds
-    images, seconds_sum, wait, *per_rank = dist.all_reduce_sum(local).tolist()
-    wall = max(per_rank)
-    rate = images / wall if wall > 0 else float("nan")
+    world = dist.ctx.world_size
+    images, seconds, wait = zip(*gather_per_rank(dist, [timing.images, timing.seconds, timing.data_wait]))
+    wall = max(seconds)
+    rate = sum(images) / wall if wall > 0 else float("nan")
     return {
         "train_images_per_sec": rate,
         "train_images_per_sec_per_worker": rate / world,
         "train_images_per_sec_median": timing.median_images_per_sec * world,
         "train_images_per_sec_spread": timing.spread_pct,
         "epoch_time_s": timing.epoch_seconds,
-        "data_wait_frac": wait / seconds_sum if seconds_sum > 0 else float("nan"),
+        "data_wait_frac": sum(wait) / sum(seconds) if sum(seconds) > 0 else float("nan"),
     }
 
 
