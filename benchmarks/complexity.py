@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-from train import analyze
-from train.cli import exit_on_usage_error
+from train.engine.launch import exit_on_usage_error
 from train.models import UNAVAILABLE
-from train.published import read_reference
+from train.studies import analyze
+from train.studies.published import read_reference
 
 
 def available_architectures() -> list[str]:

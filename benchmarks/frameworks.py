@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from train.frameworks.contract import DATA_FORMATS
-from train.frameworks.runner import FRAMEWORKS
+from train.studies.frameworks.contract import DATA_FORMATS
+from train.studies.frameworks.runner import FRAMEWORKS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,8 +81,8 @@ def run_job(framework: str, task: str, flags: list[str], args, uri: str) -> None
 
 
 def report(uri: str, out_dir: Path) -> str:
-    from train.report import experiment_runs
-    from train.reports.frameworks import render
+    from train.studies.report import experiment_runs
+    from train.studies.reports.frameworks import render
 
     return render(experiment_runs(uri, EXPERIMENT), out_dir).read_text()
 

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from overhead import bare_rate  # benchmarks/overhead.py: a hand-written training loop, nothing around it
 from PIL import Image
 
 from dataloaders import DataConfig, build_loaders
-from overhead import bare_rate  # benchmarks/overhead.py: a hand-written training loop, nothing around it
-from train.config import make_config
-from train.distributed import DistContext
-from train.environment import cpu_name, git_sha
-from train.measure import synchronize
+from train.context import DistContext
+from train.engine.config import make_config
+from train.engine.environment import cpu_name, git_sha
+from train.engine.measure import synchronize
 
 STAMP = "cnnbench-jpegs.json"  # what the cache holds: regenerated when a different folder is asked for
 

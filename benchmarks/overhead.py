@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from dataloaders import build_loaders
-from train import engine
-from train.config import make_config
-from train.distributed import DistContext, SingleProcess, pick_device
-from train.environment import device_name, git_sha
-from train.measure import synchronize
+from train.context import DistContext
+from train.engine import builders, loop
+from train.engine.config import make_config
+from train.engine.distributed import SingleProcess, pick_device
+from train.engine.environment import device_name, git_sha
+from train.engine.measure import synchronize
 
 
 def benchmark_config(args, device: torch.device, store: str):
@@ -43,7 +44,7 @@ def benchmark_config(args, device: torch.device, store: str):
 
 
 def engine_metrics(cfg, ctx: DistContext) -> dict:
-    return engine.run(cfg, SingleProcess(ctx)).metrics
+    return loop.run(cfg, SingleProcess(ctx)).metrics
 
 
 def bare_rate(cfg, ctx: DistContext) -> float:
@@ -51,14 +52,14 @@ def bare_rate(cfg, ctx: DistContext) -> float:
     device = ctx.device
     torch.manual_seed(cfg.data.seed)
     loaders = build_loaders(cfg.data, ctx)
-    model, _ = engine.build_model(cfg, loaders.spec)
+    model, _ = builders.build_model(cfg, loaders.spec)
     fmt = torch.channels_last if cfg.data.channels_last else torch.preserve_format
     model.to(device, memory_format=fmt).train()
-    opt = engine.build_optimizer(model, cfg, 1, device)  # the same SGD kernels (fused on CUDA)
+    opt = builders.build_optimizer(model, cfg, 1, device)  # the same SGD kernels (fused on CUDA)
     torch.backends.cudnn.benchmark = True
     if cfg.compile:
         model = torch.compile(model, mode=cfg.compile_mode)
-    dtype = engine.AMP_DTYPES[cfg.precision]
+    dtype = builders.AMP_DTYPES[cfg.precision]
     autocast = (lambda: torch.autocast(device.type, dtype=dtype)) if dtype else contextlib.nullcontext
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 

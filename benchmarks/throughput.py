@@ -3,7 +3,7 @@
 The comparison is benchmarks/overhead.py's: the same model, initial weights, on-device synthetic batches,
 threads, precision, memory format, compilation and SGD kernels; alternating engine/bare runs; the median of
 the paired ratios (target >= 0.97). This front end picks the fast path for the device and adds MFU,
-3 x forward FLOPs per image x images/s over the device's peak at the precision in use (train/mfu.py: measured
+3 x forward FLOPs per image x images/s over the device's peak at the precision in use (train/engine/mfu.py: measured
 once by matrix products and cached, or --peak-tflops), and the step-time breakdown of the last engine run.
 
 Defaults: with CUDA, ResNet-50 at 224x224, batch 256, bf16, channels-last, fused SGD, eager (add --compile);
@@ -20,12 +20,12 @@ import argparse
 import statistics
 
 import torch
-
 from overhead import Pairs, benchmark_parser, paired_runs, print_pairs, setting_line  # benchmarks/overhead.py
-from train.breakdown import PARTS
-from train.distributed import pick_device
-from train.engine import AMP_DTYPES
-from train.mfu import Peak, find_peak, mfu_pct
+
+from train.engine.breakdown import PARTS
+from train.engine.builders import AMP_DTYPES
+from train.engine.distributed import pick_device
+from train.engine.mfu import Peak, find_peak, mfu_pct
 
 FAST_PATH = {  # per device type: what benchmark_parser defaults to
     "cuda": {"arch": "resnet50", "image_size": 224, "batch_size": 256, "precision": "bf16", "channels_last": True},

@@ -8,13 +8,13 @@ from __future__ import annotations
 import importlib
 
 from dataloaders.contract import DataConfig, DatasetSpec, DeviceLoader, Loaders
-from train.distributed import DistContext
+from train.context import DistContext
 from train.errors import UsageError
 
 __all__ = ["DATASETS", "LOADERS", "DataConfig", "DatasetSpec", "DeviceLoader", "Loaders", "build_loaders"]
 
 # Data set -> module of this package. Imported on demand: torchvision, timm and scikit-learn take seconds to
-# import, and train.config imports this package only for the names.
+# import, and train.engine.config imports this package only for the names.
 _MODULES = {"digits": "digits", "cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet",
             "synthetic": "synthetic"}
 DATASETS = tuple(_MODULES)

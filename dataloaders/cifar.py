@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.normalization import MEAN_STD, to_normalized_float
 from dataloaders.torch_loader import TensorImages, build_torch_loaders
-from train.distributed import DistContext
+from train.context import DistContext
 from train.errors import UsageError
 
 DOWNLOAD_TIMEOUT_S = 10  # per socket operation: an unreachable network fails in seconds instead of hanging

@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from dataloaders.contract import DataConfig
-from train.distributed import DistContext
+from train.context import DistContext
 from train.errors import UsageError
 
 try:

@@ -17,7 +17,7 @@ from dataloaders.dali import DaliLoader, fn, normalize, on_gpu, pipeline_def, ty
 from dataloaders.imagenet import IMAGE_SIZE, RESIZE, image_folder
 from dataloaders.normalization import MEAN_STD
 from dataloaders.sharding import train_sampler
-from train.distributed import DistContext
+from train.context import DistContext
 from train.errors import UsageError
 
 READER = "reader"  # the file reader's name, by which the iterator asks it for the shard sizes

@@ -15,7 +15,7 @@ from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.dali import DaliLoader, fn, normalize, on_gpu, pipeline_def, types
 from dataloaders.normalization import MEAN_STD
 from dataloaders.sharding import train_sampler, val_indices
-from train.distributed import DistContext
+from train.context import DistContext
 
 CROP_PADDING = 4  # torchvision's RandomCrop(32, padding=4): zero borders, then a 32x32 window
 

@@ -12,7 +12,7 @@ from torchvision.transforms import v2
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.normalization import to_normalized_float
 from dataloaders.torch_loader import TensorImages, build_torch_loaders
-from train.distributed import DistContext
+from train.context import DistContext
 
 IMAGE_SIZE = 32
 NUM_CLASSES = 10

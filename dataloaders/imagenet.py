@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.normalization import MEAN_STD, to_normalized_float
 from dataloaders.torch_loader import build_torch_loaders
-from train.distributed import DistContext
+from train.context import DistContext
 from train.errors import UsageError
 
 IMAGE_SIZE = 224

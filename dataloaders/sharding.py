@@ -7,7 +7,7 @@ from __future__ import annotations
 from torch.utils.data import DistributedSampler
 
 from dataloaders.contract import DataConfig
-from train.distributed import DistContext
+from train.context import DistContext
 
 
 class EpochSampler(DistributedSampler):

@@ -8,7 +8,7 @@ import torch
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.normalization import MEAN_STD
 from dataloaders.sharding import train_sampler, val_indices
-from train.distributed import DistContext
+from train.context import DistContext
 
 POOL_BATCHES = 4  # the pool holds this many batches; every batch is a slice of it
 

@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.sharding import EpochSampler, train_sampler, val_indices
-from train.distributed import DistContext
+from train.context import DistContext
 from train.errors import UsageError
 
 

@@ -19,10 +19,16 @@ from pathlib import Path
 
 import torch.distributed
 
-from train.checkpoint import job_checkpoint_folder
-from train.config import DEFAULTS
-from train.cli import distributed_parser, exit_on_usage_error, resolve_config, split_global_batch, train_and_report
-from train.distributed import launched_rank, torchrun_ddp
+from train.engine.checkpoint import job_checkpoint_folder
+from train.engine.config import DEFAULTS
+from train.engine.distributed import launched_rank, torchrun_ddp
+from train.engine.launch import (
+    distributed_parser,
+    exit_on_usage_error,
+    resolve_config,
+    split_global_batch,
+    train_and_report,
+)
 
 
 def main(argv: list[str] | None = None, prog: str = "launchers/ddp.py") -> int:

@@ -17,8 +17,14 @@ from pathlib import Path
 _here = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
 
-from train.cli import distributed_parser, exit_on_usage_error, resolve_config, split_global_batch, train_and_report  # noqa: E402
-from train.distributed import horovodrun_job  # noqa: E402
+from train.engine.distributed import horovodrun_job  # noqa: E402
+from train.engine.launch import (  # noqa: E402
+    distributed_parser,
+    exit_on_usage_error,
+    resolve_config,
+    split_global_batch,
+    train_and_report,
+)
 from train.errors import UsageError  # noqa: E402
 
 

@@ -8,8 +8,9 @@ This launcher only picks the device and calls the engine; every flag below is th
 """
 from __future__ import annotations
 
-from train.cli import exit_on_usage_error, resolve_config, train_and_report, training_parser
-from train.distributed import DistContext, SingleProcess, pick_device
+from train.context import DistContext
+from train.engine.distributed import SingleProcess, pick_device
+from train.engine.launch import exit_on_usage_error, resolve_config, train_and_report, training_parser
 
 
 def main(argv: list[str] | None = None, prog: str = "launchers/single.py") -> int:

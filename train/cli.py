@@ -1,173 +1,23 @@
-"""What launchers share around the engine: config from flags, logging, signals, the end-of-run summary,
-and the rule that bad input ends in one line on stderr and exit code 2.
+"""The ``cnnbench`` console command: one entry point for the engine's tools and the studies built on it.
 
-Also the ``cnnbench`` console command.
+Each subcommand is a module with ``main(argv, prog) -> int``, imported only when asked for, so that
+``cnnbench models`` does not pay for what ``cnnbench report`` needs.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
-import logging
-import signal
 import sys
-from pathlib import Path
-from typing import Callable
 
-from train.checkpoint import find_checkpoint, load_checkpoint
-from train.config import LR_SCALINGS, OneLineErrorParser, TrainConfig, config_from_args, get_args_parser, pos_int
-from train import engine
-from train.distributed import launched_rank, launched_world_size, let_rank0_report_first
-from train.errors import RankError, RunFault, UsageError
-from train.measure import format_pct
-
-log = logging.getLogger("cnnbench")
-
-
-def exit_on_usage_error(main: Callable[[], int]) -> None:
-    """Run ``main`` and exit with its code; a ``UsageError`` becomes one stderr line and exit code 2.
-
-    In a multi-process job every rank exits 2, but only rank 0 prints, unless the error is a ``RankError``
-    (one rank's own problem), which the rank that met it reports under its number.
-    """
-    try:
-        code = main()
-    except UsageError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else "bad input"
-        rank = launched_rank()
-        if rank == 0 or isinstance(err, RankError):
-            where = f" (rank {rank})" if rank else ""
-            print(f"cnnbench: error{where}: {first_line}", file=sys.stderr)
-        else:
-            let_rank0_report_first()
-        code = 2
-    except RunFault as fault:  # every rank meets it together; the run is already closed FAILED
-        if launched_rank() == 0:
-            print(f"cnnbench: training stopped: {fault}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt:
-        print("cnnbench: interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
-
-
-def training_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A launcher's parser: the engine's flags plus ``--help``; launchers add their own flags to it."""
-    return OneLineErrorParser(prog=prog, description=description, parents=[get_args_parser()],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-
-
-def distributed_parser(prog: str, description: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
-    """A multi-process launcher's parser: the engine's flags and the batch and lr rules of data parallelism."""
-    parser = training_parser(prog, description)
-    group = parser.add_argument_group("distributed")
-    group.add_argument("--global-batch-size", type=pos_int,
-                       help="instead of --batch-size: the job's batch, split evenly over the processes")
-    group.add_argument("--lr-scaling", choices=LR_SCALINGS,
-                       help="linear: --lr is for one process's batch and is multiplied by the number of "
-                            "processes (Goyal et al. 2017) (default: none)")
-    return parser, group
-
-
-def split_global_batch(args: argparse.Namespace) -> None:
-    """Turn --global-batch-size into the per-process --batch-size the engine takes."""
-    total = getattr(args, "global_batch_size", None)
-    if total is None:
-        return
-    world = launched_world_size()
-    if hasattr(args, "batch_size"):
-        raise UsageError("give --batch-size (per process) or --global-batch-size, not both")
-    if total % world:
-        raise UsageError(f"--global-batch-size {total} cannot be split evenly over {world} processes")
-    args.batch_size = total // world
-
-
-def resolve_config(args: argparse.Namespace) -> tuple[TrainConfig, dict | None]:
-    """The run's config and, with --resume, the checkpoint payload it continues from (read once)."""
-    resume = getattr(args, "resume", None)
-    if resume is None:
-        return config_from_args(args), None
-    payload = load_checkpoint(find_checkpoint(resume))
-    return config_from_args(args, saved=payload["config"]), payload
-
-
-def setup_logging(is_main: bool) -> None:
-    """Rank 0 logs to stderr; other ranks get a logger with no output."""
-    log.handlers.clear()
-    log.propagate = False
-    if is_main:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-    else:
-        log.addHandler(logging.NullHandler())
-
-
-def raise_keyboard_interrupt_on_sigterm() -> None:
-    """Schedulers stop jobs with SIGTERM: treat it like Ctrl-C, so the run is closed as KILLED."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def train_and_report(cfg: TrainConfig, dist, checkpoint: dict | None) -> int:
-    """Run the engine; on rank 0 print the summary table and how to look at the run."""
-    setup_logging(dist.ctx.is_main)
-    raise_keyboard_interrupt_on_sigterm()
-    summary = engine.run(cfg, dist, checkpoint)
-    if dist.ctx.is_main:
-        print(format_summary(cfg, summary))
-    return 0
-
-
-def format_summary(cfg: TrainConfig, s) -> str:
-    m = s.metrics
-    rows = [
-        ("run", f"{s.run_id} ({s.status})"),
-        ("arch / dataset", f"{cfg.arch} / {cfg.data.dataset}"),
-        ("epochs", str(cfg.epochs)),
-        ("val top-1 error", f"{m['final_val_top1_err']:.2f} % (best {m['best_val_top1_err']:.2f} %)"),
-        ("val top-5 error", f"{m['final_val_top5_err']:.2f} %"),
-        ("train images/s", f"{m['train_images_per_sec']:.1f} (last epoch; timing windows spread "
-                           f"{format_pct(m['train_images_per_sec_spread'])}, "
-                           f"data wait {format_pct(100 * m['data_wait_frac'])})"),
-        ("parameters", f"{m['num_params'] / 1e6:.3f} M"),
-        ("forward FLOPs/image", f"{m['flops_per_image'] / 1e6:.1f} M"),
-        ("peak memory", f"{m['peak_mem_mb']:.0f} MiB"),
-        ("wall time", f"{m['train_time_s']:.1f} s"),
-        ("last checkpoint", str(s.checkpoint)),
-    ]
-    width = max(len(k) for k, _ in rows)
-    table = "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
-    return f"\ncnnbench summary\n{table}\n\nLook at it in the MLflow UI:\n  {mlflow_ui_command(s.tracking_uri)}\n"
-
-
-def mlflow_ui_command(uri: str) -> str:
-    """The exact command that opens this store (a relative sqlite path made absolute)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str(Path(uri[len(prefix):]).resolve())
-    mlflow = Path(sys.executable).with_name("mlflow")
-    exe = str(mlflow) if mlflow.exists() else "mlflow"
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"{exe} ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000   # then open http://127.0.0.1:5000"
-
-
-# Subcommand -> module with ``main(argv, prog) -> int``; imported only when asked for, so
-# ``cnnbench models`` does not pay for what ``cnnbench report`` needs.
 COMMANDS = {
     "models": ("train.models.__main__", "list the model registry with parameters and sources"),
-    "sync": ("train.outbox", "replay MLflow writes a run kept while its tracking server was away"),
-    "framework": ("train.frameworks.cli", "one comparison task (vgg-cnn, resnet50-train/-infer) on PyTorch, "
+    "sync": ("train.engine.sync", "replay MLflow writes a run kept while its tracking server was away"),
+    "framework": ("train.studies.frameworks.cli", "one comparison task (vgg-cnn, resnet50-train/-infer) on PyTorch, "
                                           "TensorFlow/Keras or MXNet"),
-    "suite": ("train.suite", "run a benchmark grid from configs/*.yaml, one MLflow run per point (or plan it)"),
-    "report": ("train.report", "an experiment's runs as a Markdown report with plots, like the published tables"),
-    "analyze": ("train.analyze", "ImageNet nets' parameters, FLOPs, memory, latency and images/s on this device, "
+    "suite": ("train.studies.suite", "run a benchmark grid from configs/*.yaml, one MLflow run per point (or plan it)"),
+    "report": ("train.studies.report", "an experiment's runs as a Markdown report with plots, like the published tables"),
+    "analyze": ("train.studies.analyze", "ImageNet nets' parameters, FLOPs, memory, latency and images/s on this device, "
                                  "with plots"),
-    "evaluate": ("train.evaluate", "Acc@1/Acc@5 of pretrained (or given) weights over a validation folder, ranked"),
+    "evaluate": ("train.studies.evaluate", "Acc@1/Acc@5 of pretrained (or given) weights over a validation folder, ranked"),
 }
 
 
@@ -181,4 +31,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"usage: cnnbench COMMAND [flags]   (cnnbench COMMAND --help)\n\ncommands:\n{listing}", file=stream)
         sys.exit(0 if stream is sys.stdout else 2)
     module = importlib.import_module(COMMANDS[argv[0]][0])
+    from train.engine.launch import exit_on_usage_error
+
     exit_on_usage_error(lambda: module.main(argv[1:], prog=f"cnnbench {argv[0]}"))

@@ -1,6 +1,6 @@
 """The exception types that mean "the user asked for something that cannot be done".
 
-Launchers turn them into one line on stderr and exit code 2 (see ``train.cli.exit_on_usage_error``);
+Launchers turn them into one line on stderr and exit code 2 (see ``train.engine.launch.exit_on_usage_error``);
 anything else is a bug and keeps its traceback.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from dataloaders import DataConfig, Loaders, build_loaders
-from train.distributed import DistContext
+from train.context import DistContext
 
 
 def build(dataset: str, data_dir=".", rank: int = 0, world_size: int = 1, workers: int = 0, **cfg) -> Loaders:

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from dataloaders import build_loaders
-from train import engine
-from train.config import make_config
-from train.distributed import DistContext, SingleProcess
+from train.context import DistContext
+from train.engine import builders, loop
+from train.engine.config import make_config
+from train.engine.distributed import SingleProcess
 
 LOADERS = ("torch", "dali")
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -29,9 +30,9 @@ def evaluate_weights(loader: str, data_dir, weights, dist) -> dict:
     cfg = make_config(arch="resnet-20", dataset="cifar10", data_dir=str(data_dir), loader=loader, val_batch_size=4,
                       workers=0)
     loaders = build_loaders(cfg.data, dist.ctx)
-    model, _ = engine.build_model(cfg, loaders.spec)
+    model, _ = builders.build_model(cfg, loaders.spec)
     model.load_state_dict(torch.load(weights, weights_only=True))
-    metrics = engine.evaluate(model, loaders.val, contextlib.nullcontext, dist, loaders.spec)
+    metrics = loop.evaluate(model, loaders.val, contextlib.nullcontext, dist, loaders.spec)
     return {name: value for name, value in metrics.items() if name != "eval_time_s"}
 
 
@@ -41,7 +42,7 @@ def weights(cifar10_root, tmp_path_factory) -> Path:
     cfg = make_config(arch="resnet-20", dataset="cifar10", data_dir=str(cifar10_root), batch_size=10, workers=0)
     loaders = build_loaders(cfg.data, DistContext())
     torch.manual_seed(0)
-    model, _ = engine.build_model(cfg, loaders.spec)
+    model, _ = builders.build_model(cfg, loaders.spec)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     for epoch in range(4):
         loaders.train.set_epoch(epoch)
@@ -82,7 +83,7 @@ def test_two_ranks_dali_error_is_torch_error(cifar10_root, weights, one_rank):
 
 
 def main(data_dir: str, weights: str) -> None:
-    from train.distributed import torchrun_ddp
+    from train.engine.distributed import torchrun_ddp
 
     dist = torchrun_ddp("gloo", "cpu", sync_bn=False)
     try:

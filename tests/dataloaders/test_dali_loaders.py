@@ -14,7 +14,7 @@ from dataloaders.normalization import MEAN_STD
 from dataloaders.sharding import train_sampler
 from tests.dataloaders.loading import build, collect
 from tests.fakedata import write_imagefolder
-from train.distributed import DistContext
+from train.context import DistContext
 from train.errors import UsageError
 
 pytest.importorskip("nvidia.dali", reason="--loader dali needs NVIDIA DALI: pip install -e '.[dali]'")

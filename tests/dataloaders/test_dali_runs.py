@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from tests.fakedata import write_cifar10, write_cifar100, write_imagefolder
-from tests.train.conftest import REPO, SINGLE, Workspace, check_ok
+from tests.workspace import REPO, SINGLE, Workspace, check_ok
 
 pytest.importorskip("nvidia.dali", reason="--loader dali needs NVIDIA DALI: pip install -e '.[dali]'")
 

@@ -36,7 +36,7 @@ def test_imagenet_constants_are_timms():
 @pytest.mark.gpu
 def test_batches_arrive_on_the_gpu(cifar10_root):
     from dataloaders import build_loaders
-    from train.distributed import DistContext
+    from train.context import DistContext
 
     cfg = DataConfig(dataset="cifar10", data_dir=str(cifar10_root), workers=2, channels_last=True)
     loaders = build_loaders(cfg, DistContext(device=torch.device("cuda", 0)))

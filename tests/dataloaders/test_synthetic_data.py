@@ -43,7 +43,7 @@ def test_synthetic_shards_match_the_real_loaders():
 @pytest.mark.gpu
 def test_synthetic_data_is_made_on_the_device():
     from dataloaders import DataConfig, build_loaders
-    from train.distributed import DistContext
+    from train.context import DistContext
 
     loaders = build_loaders(DataConfig(dataset="synthetic", **SMALL), DistContext(device=torch.device("cuda", 0)))
     images, labels = next(iter(loaders.train))

@@ -7,7 +7,7 @@ import torchvision
 from train.errors import UsageError
 from train.models import ALIASES, UNAVAILABLE, complexity, parameter_count, resolve_model
 from train.models.__main__ import main as list_main
-from train.published import read_reference
+from train.studies.published import read_reference
 
 REFERENCE_NAMES = sorted({row["model"] for row in read_reference("imagenet_architectures")}
                          | {row["model"] for row in read_reference("imagenet_pretrained_ranking")})

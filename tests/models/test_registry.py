@@ -7,7 +7,7 @@ import torch
 
 from train.errors import UsageError
 from train.models import ALIASES, create_model, list_models, parameter_count, resolve_model
-from train.published import read_reference
+from train.studies.published import read_reference
 
 
 @pytest.mark.parametrize("row", read_reference("imagenet_published"), ids=lambda r: r["model"])

@@ -8,7 +8,7 @@ import sys
 
 from tqdm import tqdm
 
-from train.config import OneLineErrorParser
+from train.engine.config import OneLineErrorParser
 from train.models import UNAVAILABLE, complexity, list_models, parameter_count
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000}
@@ -61,6 +61,6 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    from train.cli import exit_on_usage_error
+    from train.engine.launch import exit_on_usage_error
 
     exit_on_usage_error(main)

@@ -19,9 +19,9 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from train.errors import UsageError
-from train.measure import forward_flops_per_image
 
 FAMILIES = ("cifar", "imagenet")
 SOURCES = ("cifar", "torchvision", "timm")
@@ -242,6 +242,18 @@ def count_parameters(model: nn.Module) -> int:
 def parameter_count(entry: ModelEntry, num_classes: int) -> int:
     """Parameters of ``entry``, without allocating them where the net can be built on the meta device."""
     return count_parameters(_build_unallocated(entry, num_classes))
+
+
+def forward_flops_per_image(model: nn.Module, image_size: int) -> int:
+    """Forward FLOPs of one image, counted by torch's flop counter in eval mode (BN stats untouched)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.zeros(1, 3, image_size, image_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return counter.get_total_flops()
 
 
 def complexity(entry: ModelEntry, num_classes: int) -> tuple[int, int]:

@@ -3,5 +3,16 @@
 Import order is listing order (``list_models``): classic nets first, then the residual families, then the
 mobile ones of kuangliu/pytorch-cifar.
 """
-from train.models.cifar import alexnet, vgg, resnet, preresnet, wrn, resnext, densenet  # noqa: F401
-from train.models.cifar import mobilenet, mobilenetv2, shufflenetv2, pnasnet  # noqa: F401
+from train.models.cifar import (  # noqa: F401  # noqa: F401
+    alexnet,
+    densenet,
+    mobilenet,
+    mobilenetv2,
+    pnasnet,
+    preresnet,
+    resnet,
+    resnext,
+    shufflenetv2,
+    vgg,
+    wrn,
+)

@@ -1,0 +1,213 @@
+"""``cnnbench report``: MLflow runs in, tables shaped like the published ones and plots out, logged as a run."""
+from __future__ import annotations
+
+import statistics
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.fakedata import write_cifar10, write_cifar100
+from tests.studies.test_suite import CNNBENCH, cnnbench
+from tests.workspace import Workspace
+from train.studies.published import read_reference
+from train.studies.report import REPORT_TAG
+from train.studies.reports import KINDS
+
+STUDY = """\
+name: cifar_mini
+settings: {{data_dir: {data}, epochs: 1, batch_size: 32, workers: 0, device: cpu, warmup_steps: 0,
+            window_steps: 100, checkpoint_dir: {ckpt}}}
+grid:
+  arch: [resnet-20]
+  run:
+    - {{dataset: cifar10, seed: 0}}
+    - {{dataset: cifar10, seed: 1}}
+    - {{dataset: cifar100, seed: 0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Real short trainings on fake CIFAR in the real format: resnet-20 on CIFAR-10 with two seeds and on
+    CIFAR-100 with one (a suite), and an alexnet run stopped after one of two epochs (KILLED, so flagged)."""
+    ws = Workspace(tmp_path_factory.mktemp("study"))
+    data = write_cifar100(write_cifar10(ws.root / "data"))
+    suite = ws.root / "study.yaml"
+    suite.write_text(STUDY.format(data=data, ckpt=ws.root / "ckpt"))
+    made = subprocess.run([CNNBENCH, "suite", "run", str(suite), "--tracking-uri", ws.uri], cwd=ws.root,
+                          capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0, made.stderr
+    stopped = ws.launch("--arch", "alexnet", "--dataset", "cifar10", "--data-dir", str(data), "--epochs", "2",
+                        "--stop-after", "1", "--batch-size", "32", "--experiment", "cifar_mini")
+    assert stopped.returncode == 0, stopped.stderr
+    return ws
+
+
+def table(markdown: str, first_header: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table whose first header is ``first_header``, as dicts."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {first_header} |"))
+    headers = [h.strip() for h in lines[start].strip("|").split("|")]
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(headers, (c.strip() for c in line.strip("|").split("|")))))
+    return rows
+
+
+def measured_cell(values: list[float], flagged: bool = False) -> str:
+    """How a report writes a median over repeats: 2 decimals, then (min–max, n) when there are several."""
+    text = f"{statistics.median(values):.2f}"
+    if len(values) > 1:
+        text += f" ({min(values):.2f}–{max(values):.2f}, n={len(values)})"
+    return text + " ⚠" if flagged else text
+
+
+def pixels_near(png: Path, rgb: tuple[int, int, int], tolerance: int = 12) -> int:
+    image = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    return int((np.abs(image - np.array(rgb)).max(axis=2) <= tolerance).sum())
+
+
+TAB_BLUE, PUBLISHED_GREY = (31, 119, 180), (179, 179, 179)
+
+
+@pytest.mark.slow
+def test_cifar_report_sets_measured_runs_beside_the_published_table(study, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, stdout, _ = cnnbench(capsys, "report", "cifar", "--experiment", "cifar_mini", "--out", str(out),
+                               "--tracking-uri", study.uri)
+    assert code == 0 and "cifar.md" in stdout
+    rows = {row["model"]: row for row in table((out / "cifar.md").read_text(), "model")}
+    published = read_reference("cifar_published")
+    assert list(rows) == [r["model"] for r in published]  # the published table's rows, in its order
+    for ref in published:
+        row = rows[ref["model"]]
+        assert row["net"] == ref["arch"]
+        assert row["params (M)"] == (ref["params_m"] or "—")
+        assert row["CIFAR-10 error (%)"] == f"{100 - float(ref['cifar10_top1_acc']):.2f}"
+        assert row["CIFAR-100 error (%)"] == f"{100 - float(ref['cifar100_top1_acc']):.2f}"
+
+    runs = [r for r in study.runs("cifar_mini") if REPORT_TAG not in r.data.tags]
+    for dataset, label, seeds in (("cifar10", "CIFAR-10", 2), ("cifar100", "CIFAR-100", 1)):
+        resnets = [r for r in runs if r.data.params["arch"] == "resnet-20" and r.data.params["dataset"] == dataset]
+        errors = [r.data.metrics["best_val_top1_err"] for r in resnets]
+        assert len(errors) == seeds  # two seeds: median (min–max, n=2); one: the figure alone
+        assert rows["resnet-20"][f"{label} measured"] == measured_cell(errors)
+        reference = 100 - float(next(r for r in published if r["model"] == "resnet-20")[f"{dataset}_top1_acc"])
+        assert rows["resnet-20"][f"{label} Δ"] == f"{statistics.median(errors) - reference:+.2f}"
+    (alexnet,) = [r for r in runs if r.data.params["arch"] == "alexnet"]
+    assert alexnet.info.status == "KILLED"
+    assert rows["alexnet"]["CIFAR-10 measured"] == measured_cell([alexnet.data.metrics["best_val_top1_err"]],
+                                                                 flagged=True)
+    assert rows["alexnet"]["measured params (M)"] == f"{alexnet.data.metrics['num_params'] / 1e6:.2f}"
+    assert rows["alexnet"]["CIFAR-100 measured"] == rows["vgg16"]["CIFAR-10 measured"] == "—"
+    assert (rows["resnet-20"]["epochs"], rows["alexnet"]["epochs"]) == ("1", "2")
+    assert f"`{alexnet.info.run_id}`): run killed" in (out / "cifar.md").read_text()
+
+    png = out / "cifar.png"
+    Image.open(png).verify()
+    assert pixels_near(png, TAB_BLUE) > 500 and pixels_near(png, PUBLISHED_GREY) > 500  # measured and published bars
+
+
+@pytest.mark.slow
+def test_report_is_logged_as_a_run_and_left_out_of_later_reports(study, tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for out in (first, second):
+        code, _, _ = cnnbench(capsys, "report", "cifar", "--experiment", "cifar_mini", "--out", str(out),
+                              "--tracking-uri", study.uri)
+        assert code == 0
+    assert (first / "cifar.md").read_text() == (second / "cifar.md").read_text()
+    reports = [r for r in study.runs("cifar_mini") if r.data.tags.get(REPORT_TAG) == "cifar"]
+    assert len(reports) >= 2 and {r.info.status for r in reports} == {"FINISHED"}
+    logged = {a.path for a in MlflowClient(study.uri).list_artifacts(reports[0].info.run_id)}
+    assert {"cifar.md", "cifar.png"} <= logged
+
+
+@pytest.mark.slow
+def test_throughput_report_over_real_runs_shows_their_logged_images_per_second(study, tmp_path, capsys):
+    out = tmp_path / "report"
+    code, _, _ = cnnbench(capsys, "report", "throughput", "--experiment", "cifar_mini", "--out", str(out),
+                          "--tracking-uri", study.uri)
+    assert code == 0
+    rows = table((out / "throughput.md").read_text(), "arch")
+    runs = [r for r in study.runs("cifar_mini") if REPORT_TAG not in r.data.tags]
+    resnet_c10 = [r.data.metrics["train_images_per_sec"] for r in runs
+                  if (r.data.params["arch"], r.data.params["dataset"]) == ("resnet-20", "cifar10")]
+    (row,) = [r for r in rows if r["arch"] == "resnet-20" and r["data"] == "cifar10 32 px"]
+    median = statistics.median(resnet_c10)
+    assert row["images/s"] == f"{median:.1f} ({min(resnet_c10):.1f}–{max(resnet_c10):.1f}, n=2)"
+    assert (row["batch / worker"], row["format"], row["precision"], row["workers"]) == ("32", "NCHW", "fp32", "1")
+    Image.open(out / "throughput.png").verify()
+    assert pixels_near(out / "throughput.png", TAB_BLUE) > 50
+
+
+def log_timed_run(client, experiment_id: str, world_size: int, images_per_sec: float, spread: float) -> None:
+    """A run record as the engine writes it, with throughput figures chosen by the test."""
+    from mlflow.entities import Metric, Param
+
+    run_id = client.create_run(experiment_id, run_name=f"w{world_size}").info.run_id
+    params = {"device_name": "test GPU", "arch": "resnet50", "dataset": "synthetic", "image_size": "224",
+              "batch_size": "64", "channels_last": "True", "precision": "bf16",
+              "launcher": "single" if world_size == 1 else "ddp", "world_size": str(world_size)}
+    metrics = {"train_images_per_sec": images_per_sec, "train_images_per_sec_spread": spread}
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
+                     metrics=[Metric(k, v, 0, 1) for k, v in metrics.items()])
+    client.set_terminated(run_id, "FINISHED")
+
+
+def test_throughput_scaling_efficiency_is_against_the_median_one_worker_run(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    ws = Workspace(tmp_path)
+    client = MlflowClient(ws.uri)
+    experiment = client.create_experiment("scaling")
+    for world, rate, spread in ((1, 100.0, 2.0), (1, 120.0, 3.0), (1, 110.0, 1.0), (2, 198.0, 4.0),
+                                (4, 500.0, 30.0)):
+        log_timed_run(client, experiment, world, rate, spread)
+    code, _, _ = cnnbench(capsys, "report", "throughput", "--experiment", "scaling", "--out", str(tmp_path / "r"),
+                          "--tracking-uri", ws.uri)
+    assert code == 0
+    markdown = (tmp_path / "r" / "throughput.md").read_text()
+    rows = {row["workers"]: row for row in table(markdown, "arch")}
+    assert rows["1"]["images/s"] == "110.0 (100.0–120.0, n=3)"
+    assert rows["2"]["scaling efficiency"] == f"{100 * 198 / (2 * 110):.1f} %"
+    assert rows["2"]["images/s per worker"] == "99.0"
+    assert rows["4"]["images/s"] == "500.0 ⚠"  # windows spread 30 % > 10 %: flagged, and said why
+    assert rows["4"]["scaling efficiency"] == f"{100 * 500 / (4 * 110):.1f} % ⚠"
+    assert "windows spread 30 %" in markdown and "## test GPU" in markdown
+
+
+def test_report_over_a_missing_or_empty_experiment_is_one_line_and_exit_2(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    ws = Workspace(tmp_path)
+    MlflowClient(ws.uri).create_experiment("empty")
+    for experiment, message in (("nope", "no experiment 'nope'"), ("empty", "has no training runs")):
+        code, out, err = cnnbench(capsys, "report", "cifar", "--experiment", experiment, "--tracking-uri", ws.uri,
+                                  "--out", str(tmp_path / "r"))
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_kind_without_its_module_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(KINDS, "sketch", "sketch")  # a kind whose module was never written
+    code, _, err = cnnbench(capsys, "report", "sketch", "--experiment", "x", "--tracking-uri",
+                            f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert code == 2 and err == "cnnbench: error: report kind 'sketch' is not available in this installation " \
+                                "(no module train.studies.reports.sketch)\n"
+
+
+def test_unknown_report_kind_is_refused_by_the_parser(capsys):
+    code, _, err = cnnbench(capsys, "report", "tables", "--experiment", "x")
+    assert code == 2 and "invalid choice: 'tables'" in err and err.count("\n") == 1
+
+
+def test_cnnbench_lists_suite_and_report(capsys):
+    code, out, _ = cnnbench(capsys, "--help")
+    assert code == 0 and "\n  suite " in out and "\n  report " in out

@@ -1,0 +1,92 @@
+"""What a run trains with: the model for its data, SGD and its schedule, and one mixed-precision step.
+
+Shared by the training loop (``train.engine.loop``), the batch-size search and the studies that time steps the
+way a run does (``train.studies.frameworks``, ``train.studies.analyze``).
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dataloaders import DatasetSpec
+from train.engine.breakdown import StepBreakdown
+from train.engine.config import TrainConfig
+from train.models import create_model, resolve_model
+
+AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Step:
+    """One optimisation step with one mixed-precision path (the scaler is a no-op unless fp16)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    breakdown: StepBreakdown = field(default_factory=StepBreakdown.disabled)  # marks the parts of sampled steps
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.autocast():
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels)
+        self.breakdown.mark("forward")
+        self.optimizer.zero_grad()  # None grads by default; Horovod's optimizer takes no set_to_none
+        self.scaler.scale(loss).backward()
+        self.breakdown.mark_backward()
+        with self.breakdown.update(self.optimizer):
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.breakdown.mark("optimizer")
+        return loss.detach(), logits.detach()
+
+
+def build_model(cfg: TrainConfig, spec: DatasetSpec) -> tuple[nn.Module, str]:
+    """The model for ``spec``: 32x32-ish data prefers the CIFAR nets of a shared name, larger data ImageNet's."""
+    prefer = "cifar" if spec.image_size <= 64 else "imagenet"
+    entry = resolve_model(cfg.arch, prefer)
+    return create_model(cfg.arch, spec.num_classes, prefer=prefer, dropout=cfg.dropout), entry.qualified_name
+
+
+def scaled_lr(cfg: TrainConfig, world_size: int) -> float:
+    """--lr is the rate for one process's batch; linear scaling (Goyal et al. 2017) grows it with the global batch."""
+    return cfg.lr * world_size if cfg.lr_scaling == "linear" else cfg.lr
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int, device: torch.device) -> torch.optim.SGD:
+    kernels = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+    return torch.optim.SGD(model.parameters(), lr=scaled_lr(cfg, world_size), momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay, **kernels[sgd_impl(cfg, device)])
+
+
+def sgd_impl(cfg: TrainConfig, device: torch.device) -> str:
+    """--sgd-impl auto: the fused kernel on CUDA (one launch updates every parameter); torch's default on CPU."""
+    if cfg.sgd_impl != "auto":
+        return cfg.sgd_impl
+    return "fused" if device.type == "cuda" else "for-loop"
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """Per-epoch learning-rate schedule."""
+    if cfg.schedule == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def maybe_compile(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    return torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+
+
+def autocast(precision: str, device: torch.device) -> Callable[[], contextlib.AbstractContextManager]:
+    """A factory of the autocast context for ``precision`` (fp32: a context that does nothing)."""
+    dtype = AMP_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)

@@ -1,0 +1,176 @@
+"""The metrics schema: every name a run may log, with its unit, how it is aggregated, and its step.
+
+One table, read by the MLflow tracker (which refuses undeclared names), the summary printout and,
+later, reports and other frameworks' engines. Errors are in percent; step "epoch" metrics are logged
+with step = epoch number (1-based), step "run" metrics once per run, step "batch_size" metrics once per run
+for each batch size B measured, as run metrics named ``<name>_bs<B>`` (``at_batch_size``): a run's metrics then
+hold every batch size, for reports and for the MLflow runs table alike.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: str
+    step: str  # "epoch" | "run" | "batch_size"
+    aggregation: str
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    meaning: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("train_loss", "nats", "epoch", "cross-entropy summed over every training image seen, / images"),
+    Metric("train_top1_err", "%", "epoch", "100 * (1 - correct / images) over the epoch, with augmentation"),
+    Metric("val_loss", "nats", "epoch", "cross-entropy summed over the whole validation set, / images"),
+    Metric("val_top1_err", "%", "epoch", "100 * (1 - top-1 correct / images), whole validation set"),
+    Metric("val_top5_err", "%", "epoch", "100 * (1 - top-5 correct / images), whole validation set"),
+    Metric("train_images_per_sec", "images/s", "epoch", "steady-state images / wall seconds, warm-up excluded"),
+    Metric("train_images_per_sec_per_worker", "images/s", "epoch", "train_images_per_sec / world_size"),
+    Metric("train_images_per_sec_median", "images/s", "epoch", "median of the timing windows' images/s"),
+    Metric("train_images_per_sec_spread", "%", "epoch", "100 * (max - min) / median over timing windows"),
+    Metric("epoch_time_s", "s", "epoch", "wall seconds of the training epoch, warm-up included"),
+    Metric("eval_time_s", "s", "epoch", "wall seconds of the validation pass"),
+    Metric("data_wait_frac", "fraction", "epoch", "steady-state seconds blocked on the loader / wall seconds"),
+    Metric("lr", "1", "epoch", "learning rate used during the epoch"),
+    Metric("amp_skipped_steps", "count", "epoch", "fp16: steps the grad scaler skipped for inf/NaN gradients, all ranks"),
+    # step-time breakdown (train/engine/breakdown.py): means over the sampled steps of each rank, then over ranks
+    Metric("step_time_ms", "ms", "epoch", "steady-state wall seconds / steady-state steps (epoch timer), rank mean"),
+    Metric("data_wait_ms", "ms", "epoch", "sampled steps: from asking for the batch to having it (CUDA: device "
+           "idle until it arrived)"),
+    Metric("forward_ms", "ms", "epoch", "sampled steps: forward pass and loss"),
+    Metric("backward_ms", "ms", "epoch", "sampled steps: gradient computation (DDP: until the last bucket is ready)"),
+    Metric("allreduce_exposed_ms", "ms", "epoch", "sampled steps: gradient all-reduce not hidden behind backward "
+           "(0 for one process)"),
+    Metric("optimizer_ms", "ms", "epoch", "sampled steps: optimizer update (and loss-scaler update)"),
+    Metric("breakdown_steps", "count", "epoch", "steps sampled for the breakdown, per rank"),
+    Metric("mfu_pct", "%", "epoch", "100 * 3 * flops_per_image * train_images_per_sec / (world_size * peak_tflops)"),
+    Metric("num_params", "count", "run", "trainable and frozen parameters of the model"),
+    Metric("flops_per_image", "FLOP", "run", "forward FLOPs for one image (torch.utils.flop_counter; MAC = 2)"),
+    Metric("best_val_top1_err", "%", "run", "minimum val_top1_err over the epochs"),
+    Metric("final_val_top1_err", "%", "run", "val_top1_err after the last epoch"),
+    Metric("final_val_top5_err", "%", "run", "val_top5_err after the last epoch"),
+    Metric("peak_mem_mb", "MiB", "run", "CUDA: max allocated by tensors; CPU: peak resident set size of the process"),
+    Metric("train_time_s", "s", "run", "wall seconds of all training and evaluation epochs of this job"),
+    # framework comparison (train/frameworks)
+    Metric("fit_time_s", "s", "run", "wall seconds of the training epochs alone, evaluation excluded"),
+    Metric("infer_images_per_sec", "images/s", "run", "forward passes: steady-state images / wall seconds"),
+    Metric("infer_images_per_sec_median", "images/s", "run", "median of the inference timing windows' images/s"),
+    Metric("infer_images_per_sec_spread", "%", "run", "100 * (max - min) / median over inference timing windows"),
+    # complexity analysis (cnnbench analyze): per model, each inference batch size B as <name>_bs<B>
+    Metric("latency_median_ms", "ms", "batch_size", "median over timed forward passes of one batch, each "
+           "between device synchronisations, warm-up excluded"),
+    Metric("latency_p95_ms", "ms", "batch_size", "95th percentile of the same forward-pass times"),
+    Metric("forward_images_per_sec", "images/s", "batch_size", "batch size / latency_median_ms"),
+    Metric("forward_peak_mem_mb", "MiB", "batch_size", "CUDA: max allocated by tensors during the passes; CPU: "
+           "peak resident set size of the process, reset before each batch size"),
+    Metric("train_step_images_per_sec", "images/s", "run", "SGD steps (forward, backward, update) at batch_size: "
+           "images / wall seconds between device synchronisations, warm-up excluded"),
+    # pretrained evaluation (cnnbench evaluate): whole validation folder, each image counted once
+    Metric("eval_top1_acc", "%", "run", "Acc@1: 100 * top-1 correct / images"),
+    Metric("eval_top5_acc", "%", "run", "Acc@5: 100 * top-5 correct / images"),
+    Metric("eval_top1_err", "%", "run", "100 - eval_top1_acc"),
+    Metric("eval_top5_err", "%", "run", "100 - eval_top5_acc"),
+)
+
+PARAMS: tuple[Param, ...] = (
+    Param("arch", "model name as typed"),
+    Param("arch_resolved", "source/name the registry built"),
+    Param("dataset", "data set"),
+    Param("num_classes", "classes of the data set"),
+    Param("image_size", "side of the square model input"),
+    Param("train_size", "training images, all ranks"),
+    Param("val_size", "validation images, all ranks"),
+    Param("framework", "training framework"),
+    Param("launcher", "single | ddp | horovod"),
+    Param("world_size", "processes in the job"),
+    Param("backend", "collectives: none (one process) | gloo | nccl"),
+    Param("sync_bn", "BatchNorm statistics synchronised across ranks (DDP)"),
+    Param("batch_size", "training batch per process"),
+    Param("global_batch_size", "batch_size * world_size"),
+    Param("val_batch_size", "evaluation batch per process"),
+    Param("epochs", "epochs of the schedule"),
+    Param("lr", "initial learning rate as given, for one process's batch"),
+    Param("lr_scaling", "none | linear (lr * world_size)"),
+    Param("lr_scaled", "initial learning rate used, after --lr-scaling"),
+    Param("momentum", "SGD momentum"),
+    Param("weight_decay", "L2 weight decay"),
+    Param("schedule", "learning-rate schedule"),
+    Param("milestones", "multistep milestones (epochs)"),
+    Param("gamma", "multistep factor"),
+    Param("dropout", "dropout rate, where the model has one"),
+    Param("recipe", "named preset the config started from"),
+    Param("seed", "seed of weights, data order and augmentation"),
+    Param("precision", "fp32 | fp16 | bf16 autocast"),
+    Param("channels_last", "NHWC memory format"),
+    Param("compile", "torch.compile used"),
+    Param("compile_mode", "torch.compile mode"),
+    Param("sgd_impl", "SGD kernels used: fused | foreach | for-loop"),
+    Param("batch_size_search", "how --max-batch-size found batch_size (\"oom at 512 -> 256\"), or off"),
+    Param("deterministic", "deterministic algorithms only (torch.use_deterministic_algorithms)"),
+    Param("loader", "data loading backend"),
+    Param("workers", "loader worker processes per rank"),
+    Param("loader_threads", "DALI CPU threads per rank"),
+    Param("prefetch", "DALI batches prepared ahead per rank"),
+    Param("warmup_steps", "steps per epoch excluded from images/s"),
+    Param("window_steps", "steps per timing window"),
+    Param("breakdown_every", "the step-time breakdown samples the 1st and every n-th steady-state step"),
+    Param("peak_tflops", "one device's peak TFLOP/s at the run's precision, the denominator of mfu_pct"),
+    Param("peak_tflops_source", "given (--peak-tflops), measured or cached, and how it was measured"),
+    Param("system_metrics", "MLflow system metrics recorded (system/<host>/...), one process per node"),
+    Param("device", "device type the run trained on"),
+    Param("device_name", "GPU model, or CPU model"),
+    Param("num_threads", "torch CPU threads (framework comparison runs: that framework's threads, in words)"),
+    Param("hostname", "host of rank 0"),
+    Param("python_version", "Python version"),
+    Param("torch_version", "torch version"),
+    Param("torchvision_version", "torchvision version"),
+    Param("timm_version", "timm version"),
+    Param("mlflow_version", "mlflow version"),
+    Param("cuda_version", "CUDA version torch was built with ('none' on CPU builds)"),
+    Param("cudnn_version", "cuDNN version, when CUDA is used"),
+    Param("git_sha", "commit of cnnbench, '-dirty' when the tree has local changes"),
+    Param("checkpoint_dir", "checkpoints root: this run's are in <checkpoint_dir>/<run id>/"),
+    # framework comparison (train/frameworks)
+    Param("task", "framework comparison task: vgg-cnn | resnet50-train | resnet50-infer"),
+    Param("framework_version", "version of the framework that ran the task"),
+    Param("model_variant", "what the framework's model is (e.g. ResNet-50 v1 or v1.5)"),
+    Param("graph_compile", "what the framework compiled the step into (XLA, hybridize, none)"),
+    Param("data_format", "channels_first | channels_last"),
+    Param("steps", "synthetic data: steps per epoch, warm-up included"),
+    Param("outcome", "measured | unsupported (the reason is in the cnnbench.end tag)"),
+    # complexity analysis and pretrained evaluation
+    Param("batch_sizes", "inference batch sizes measured"),
+    Param("warmup_iters", "untimed passes or steps before each timed series"),
+    Param("timed_iters", "timed passes or steps per series"),
+    Param("weights", "where the weights came from: torchvision/timm published weights and their file, or a file"),
+    Param("preprocessing", "evaluation transform: resize, crop, interpolation, mean and std"),
+)
+
+METRIC_BY_NAME = {m.name: m for m in METRICS}
+PARAM_NAMES = frozenset(p.name for p in PARAMS)
+EPOCH_METRICS = frozenset(m.name for m in METRICS if m.step == "epoch")
+RUN_METRICS = frozenset(m.name for m in METRICS if m.step == "run")
+BATCH_SIZE_METRICS = frozenset(m.name for m in METRICS if m.step == "batch_size")
+_BATCH_SIZE_SUFFIX = "_bs"
+
+
+def at_batch_size(name: str, batch_size: int) -> str:
+    """The run-metric name of a step "batch_size" metric at ``batch_size``: ``latency_median_ms_bs16``."""
+    return f"{name}{_BATCH_SIZE_SUFFIX}{batch_size}"
+
+
+def split_batch_size(logged: str) -> tuple[str, int] | None:
+    """(metric, batch size) of a name made by ``at_batch_size``; None for any other name."""
+    name, sep, size = logged.rpartition(_BATCH_SIZE_SUFFIX)
+    return (name, int(size)) if sep and name in BATCH_SIZE_METRICS and size.isdigit() else None
+
+
+def is_declared_run_metric(logged: str) -> bool:
+    return logged in RUN_METRICS or split_batch_size(logged) is not None

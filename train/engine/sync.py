@@ -1,0 +1,26 @@
+"""``cnnbench sync FILE...``: replay the writes a run kept (``train.engine.outbox``) into its MLflow store."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from train.engine.config import OneLineErrorParser
+from train.engine.outbox import OUTBOX_NAME, Outbox, read_outbox
+from train.engine.tracking import open_store
+from train.errors import UsageError
+
+
+def main(argv: list[str] | None = None, prog: str = "cnnbench sync") -> int:
+    """``cnnbench sync FILE...``: replay the writes a run could not deliver into its MLflow store."""
+    parser = OneLineErrorParser(prog=prog, description=main.__doc__)
+    parser.add_argument("files", nargs="+", type=Path, help=f"{OUTBOX_NAME} files, next to the runs' checkpoints")
+    parser.add_argument("--tracking-uri", help="deliver to this store instead of the one the run used")
+    args = parser.parse_args(argv)
+    for path in args.files:
+        header, writes = read_outbox(path)
+        uri = args.tracking_uri or header["uri"]
+        box = Outbox(open_store(uri), uri, header["run_id"])
+        box.pending, box.path = writes, path  # what is delivered leaves the file; an empty queue removes it
+        if not box.flush():
+            raise UsageError(f"{uri} still refuses {len(box.pending)} writes of {path}; they stay there: try again later")
+        print(f"{path}: {len(writes)} writes delivered to run {header['run_id']} in {uri}")
+    return 0

@@ -1,0 +1,140 @@
+"""Training throughput: images/s by arch × batch size × memory format × precision × world size, the scaling
+efficiency of N workers against one, and a plot of images/s against batch size (like keras-mxnet's backend
+tables). One table per device.
+
+Scaling efficiency = images/s with N workers ÷ (N × images/s with 1 worker) at the same per-worker batch,
+format and precision; "1 worker" is every one-process run of that configuration, whatever its launcher.
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from train.engine.schema import METRIC_BY_NAME
+from train.errors import UsageError
+from train.studies.reports.common import FLAG_MARK, Measured, environment_line, flagged_runs, markdown_table, measured
+
+METRIC = "train_images_per_sec"
+# what one worker's images/s depends on; a table row adds how many workers ran and how they were launched
+CONFIG = ("device_name", "arch", "dataset", "image_size", "channels_last", "precision", "batch_size")
+ROW = (*CONFIG, "world_size", "launcher")
+HEADERS = ["arch", "data", "batch / worker", "format", "precision", "launcher", "workers", "images/s",
+           "images/s per worker", "scaling efficiency"]
+
+
+def _key(run, fields: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(run.data.params.get(field, "?") for field in fields)
+
+
+def _order(row: tuple[str, ...]) -> tuple:
+    """Rows sorted as people read the tables: numbers as numbers (and before a missing "?")."""
+    return tuple((0, int(v), "") if v.isdigit() else (1, 0, v) for v in row)
+
+
+def render(runs, out_dir: Path) -> Path:
+    timed = [r for r in runs if math.isfinite(r.data.metrics.get(METRIC, math.nan))]
+    if not timed:
+        raise UsageError(f"no run in this experiment logged {METRIC}: nothing to tabulate")
+    groups = defaultdict(list)
+    for run in timed:
+        groups[_key(run, ROW)].append(run)
+    figures = {row: measured(group, METRIC) for row, group in sorted(groups.items(), key=lambda kv: _order(kv[0]))}
+    one_worker = {_key(r, CONFIG): [] for r in timed}
+    for run in timed:
+        if run.data.params.get("world_size") == "1":
+            one_worker[_key(run, CONFIG)].append(run)
+    baselines = {config: measured(group, METRIC) for config, group in one_worker.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot(figures, out_dir / "throughput.png")
+    path = out_dir / "throughput.md"
+    path.write_text(_markdown(figures, baselines, runs))
+    return path
+
+
+def _markdown(figures: dict, baselines: dict, runs: list) -> str:
+    metric = METRIC_BY_NAME[METRIC]
+    parts = [
+        "# Training throughput",
+        f"`{METRIC}` ({metric.unit}, all workers together): {metric.aggregation}, of the last epoch; with "
+        f"repeats the median (min–max, n). Scaling efficiency = images/s with N workers ÷ (N × images/s with "
+        f"1 worker) at the same per-worker batch, format and precision.",
+        environment_line(runs) + ".",
+    ]
+    for device in sorted({row[0] for row in figures}):
+        rows = [_table_row(row, cell, baselines) for row, cell in figures.items() if row[0] == device]
+        parts += [f"## {device}", markdown_table(HEADERS, rows)]
+    parts += ["![Training images/s against batch size](throughput.png)", flagged_runs(runs)]
+    return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def _table_row(row: tuple[str, ...], cell: Measured, baselines: dict) -> list[str]:
+    fields = dict(zip(ROW, row))
+    world = int(fields["world_size"])
+    return [fields["arch"], f"{fields['dataset']} {fields['image_size']} px", fields["batch_size"],
+            _format(fields["channels_last"]), fields["precision"], fields["launcher"], str(world),
+            cell.cell(".1f"), f"{cell.median / world:.1f}", _efficiency(cell, world, baselines[row[:len(CONFIG)]])]
+
+
+def _format(channels_last: str) -> str:
+    return "NHWC" if channels_last == "True" else "NCHW"
+
+
+def _efficiency(cell: Measured, world: int, baseline: Measured | None) -> str:
+    if world == 1:
+        return "(1 worker)"
+    if baseline is None:
+        return "— (no 1-worker run)"
+    efficiency = f"{100 * cell.median / (world * baseline.median):.1f} %"
+    return f"{efficiency} {FLAG_MARK}" if cell.flagged or baseline.flagged else efficiency
+
+
+def plot(figures: dict, path: Path) -> None:
+    """images/s against batch size: one panel per (device,) arch, one line per format, precision and workers."""
+    from matplotlib.figure import Figure
+
+    panels = defaultdict(lambda: defaultdict(list))  # panel -> series -> [(batch, cell)]
+    for row, cell in figures.items():
+        f = dict(zip(ROW, row))
+        series = f"{_format(f['channels_last'])} {f['precision']}, {f['launcher']} × {f['world_size']}"
+        panels[f["device_name"], f["arch"]][series].append((int(f["batch_size"]), cell))
+    several_devices = len({device for device, _ in panels}) > 1
+    colours = {s: f"C{i % 10}" for i, s in enumerate(sorted({s for series in panels.values() for s in series}))}
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(max(5.5, 4.2 * ncols), 3.4 * nrows + 0.9), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, ((device, arch), series) in zip(axes, sorted(panels.items())):
+        for name, points in sorted(series.items()):
+            _plot_series(ax, sorted(points, key=lambda p: p[0]), colours[name], name)
+        batches = sorted({b for points in series.values() for b, _ in points})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.minorticks_off()
+        ax.set_title(f"{arch} — {device}" if several_devices else arch, fontsize=10)
+        ax.set_xlabel("batch size per worker (images)")
+        ax.set_ylabel("training throughput (images/s)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:len(panels)]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=9,  # as wide as the panels
+               title=f"format precision, launcher × workers   (hollow: flagged runs {FLAG_MARK})", title_fontsize=9)
+    fig.savefig(path, dpi=120)
+
+
+def _plot_series(ax, points: list[tuple[int, Measured]], colour: str, label: str) -> None:
+    batches = [b for b, _ in points]
+    medians = [cell.median for _, cell in points]
+    spread = [[c.median - min(c.values) for _, c in points], [max(c.values) - c.median for _, c in points]]
+    ax.errorbar(batches, medians, yerr=spread, color=colour, marker="o", capsize=3, label=label)
+    flagged = [(b, c.median) for b, c in points if c.flagged]
+    if flagged:
+        ax.plot(*zip(*flagged), linestyle="none", marker="o", markerfacecolor="white", markeredgecolor=colour,
+                markeredgewidth=1.5, zorder=3)
