@@ -21,7 +21,8 @@ def available_architectures() -> list[str]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="+", metavar="NAME", help="these architectures instead of all that are available")
     args, analyze_flags = p.parse_known_args()
     return analyze.main(["--arch", *(args.only or available_architectures()), *analyze_flags],

@@ -26,7 +26,8 @@ EXPERIMENT = "frameworks-benchmark"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", help="folder with cifar-10-batches-py (default: generate a CIFAR-format set)")
     p.add_argument("--generated-per-batch", type=int, default=400, help="generated set: images per training batch "
                    "file, 5 files (default: 400)")

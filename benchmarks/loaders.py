@@ -90,7 +90,8 @@ def verdict(loader: float, model: float) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache-dir", required=True, help="where the JPEG folder is made once and reused")
     p.add_argument("--images", type=int, default=3000, help="training JPEGs in the folder")
     p.add_argument("--classes", type=int, default=10)

@@ -107,7 +107,8 @@ def paired_runs(args, device: torch.device) -> Pairs:
 
 def benchmark_parser(description: str, arch: str = "resnet-20", image_size: int = 32, batch_size: int = 64,
                      precision: str = "fp32", channels_last: bool = False) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=description, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default=arch)
     p.add_argument("--image-size", type=int, default=image_size)
     p.add_argument("--num-classes", type=int, default=10 if image_size <= 64 else 1000)

@@ -24,10 +24,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 def job_rate(procs: int, args, store: str, experiment: str) -> float:
     """images/s of the last epoch of one torchrun job, read back from its MLflow run."""
+    return job_run(procs, args, store, experiment).data.metrics["train_images_per_sec"]
+
+
+def job_run(procs: int, args, store: str, experiment: str):
+    """Run one torchrun job and read its MLflow run back."""
     from mlflow import MlflowClient
 
     steps = args.warmup + args.steps
-    cmd = [str(Path(sys.executable).with_name("torchrun")), "--standalone", f"--nproc_per_node={procs}",
+    # torchrun as a module: its script need not sit beside this Python (containers put it in /usr/local/bin)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
            str(REPO / "launchers" / "ddp.py"), "--arch", args.arch, "--dataset", "synthetic",
            "--image-size", str(args.image_size), "--num-classes", "10", "--batch-size", str(args.batch_size),
            "--synthetic-train-size", str(procs * steps * args.batch_size), "--synthetic-val-size", str(args.batch_size),
@@ -42,13 +48,13 @@ def job_rate(procs: int, args, store: str, experiment: str) -> float:
         cmd.append("--channels-last")
     subprocess.run(cmd, check=True, cwd=store, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
-    run = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                             order_by=["attributes.start_time DESC"], max_results=1)[0]
-    return run.data.metrics["train_images_per_sec"]
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
+                              order_by=["attributes.start_time DESC"], max_results=1)[0]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="resnet-20")
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32, help="per process")

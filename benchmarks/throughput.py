@@ -35,7 +35,7 @@ FAST_PATH = {  # per device type: what benchmark_parser defaults to
 
 def parse_args() -> argparse.Namespace:
     """Defaults follow the device (--device, or this machine's): one parse for it, one for the rest."""
-    device_only = argparse.ArgumentParser(add_help=False)
+    device_only = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     device_only.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     device = pick_device(device_only.parse_known_args()[0].device)
     return benchmark_parser(__doc__, **FAST_PATH[device.type]).parse_args()

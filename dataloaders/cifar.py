@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from dataloaders.contract import DataConfig, DatasetSpec, Loaders
+from dataloaders.contract import DataConfig, DatasetSpec, Loaders, digest
 from dataloaders.normalization import MEAN_STD, to_normalized_float
 from dataloaders.torch_loader import TensorImages, build_torch_loaders
 from train.context import DistContext
@@ -45,16 +45,23 @@ FILES = {
 
 
 def build(cfg: DataConfig, ctx: DistContext) -> Loaders:
+    spec, (train_images, train_labels), (val_images, val_labels) = read(cfg)
+    augment = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
+    normalize = to_normalized_float(spec.mean, spec.std)
+    train = TensorImages(train_images, train_labels, v2.Compose(augment + normalize))
+    val = TensorImages(val_images, val_labels, v2.Compose(normalize))
+    return build_torch_loaders(spec, train, val, cfg.workers, cfg, ctx)
+
+
+def read(cfg: DataConfig) -> tuple[DatasetSpec, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The data set's spec and its training and validation images and labels, for every loading backend."""
     files = FILES[cfg.dataset]
     folder = find_folder(cfg, files)
-    train_images, train_labels = read_split(folder, files.train, files)
-    val_images, val_labels = read_split(folder, files.val, files)
+    train, val = (read_split(folder, names, files) for names in (files.train, files.val))
     mean, std = MEAN_STD[cfg.dataset]
-    spec = DatasetSpec(cfg.dataset, files.num_classes, 32, mean, std, len(train_labels), len(val_labels))
-    augment = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
-    train = TensorImages(train_images, train_labels, v2.Compose(augment + to_normalized_float(mean, std)))
-    val = TensorImages(val_images, val_labels, v2.Compose(to_normalized_float(mean, std)))
-    return build_torch_loaders(spec, train, val, cfg.workers, cfg, ctx)
+    spec = DatasetSpec(cfg.dataset, files.num_classes, 32, mean, std, len(train[1]), len(val[1]),
+                       source=str(folder.resolve()), digest=digest(*train, *val))
+    return spec, train, val
 
 
 def find_folder(cfg: DataConfig, files: CifarFiles) -> Path:
@@ -92,11 +99,31 @@ def read_split(folder: Path, names: tuple[str, ...], files: CifarFiles) -> tuple
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
+class BatchUnpickler(pickle.Unpickler):
+    """Unpickles what CIFAR's batch files hold (dicts, lists, bytes, str, ints, numpy arrays) and nothing else.
+
+    A pickle may name any importable function and call it while it loads: a data folder from elsewhere could
+    run code. Builtin containers and scalars need no lookup; these are the only globals the real files (and
+    numpy arrays pickled by Python 3) name.
+    """
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("_codecs", "encode"),  # how protocol 2 writes bytes from Python 3
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never holds")
+        return super().find_class(module, name)
+
+
 def read_batch(path: Path, files: CifarFiles) -> tuple[np.ndarray, np.ndarray]:
     """One pickled batch -> data (N, 3072) uint8 and labels (N,) int64; anything else is a UsageError naming it."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")  # the real files are Python 2 pickles with bytes keys
+            batch = BatchUnpickler(f, encoding="bytes").load()  # the real files are Python 2 pickles, bytes keys
     except FileNotFoundError:
         raise _corrupt(path, files, "the file is missing") from None
     except Exception as e:  # garbage bytes can make pickle raise nearly any exception type

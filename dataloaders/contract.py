@@ -1,6 +1,7 @@
 """The types the training engine is written against: what it asks for and what it gets back."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
@@ -20,10 +21,11 @@ class DataConfig:
     prefetch: int = 2               # DALI: batches a pipeline prepares ahead
     seed: int = 0
     channels_last: bool = False
-    image_size: int = 224           # synthetic only
-    num_classes: int = 1000         # synthetic only
-    synthetic_train_size: int = 12800   # synthetic images per epoch
-    synthetic_val_size: int = 1280
+    image_size: int | None = None   # synthetic only; None: the arch's own input size (the engine resolves it)
+    num_classes: int | None = None  # synthetic only; None: the arch's own classes (10 CIFAR, 1000 ImageNet)
+    synthetic_train_size: int | None = None  # synthetic images per epoch; None: see synthetic.default_steps
+    synthetic_val_size: int | None = None    # None: two batches per process
+    steps: int | None = None        # any data set: an epoch ends after this many training steps per process
 
     @property
     def eval_batch_size(self) -> int:
@@ -39,6 +41,18 @@ class DatasetSpec:
     std: tuple[float, float, float]
     train_size: int          # images in the whole training set (all ranks)
     val_size: int            # images in the whole validation set (all ranks)
+    source: str = ""         # where the images come from: a folder, a package, or "synthetic"
+    digest: str = ""         # a short hash of images and labels (of the file list for folders): same data, same digest
+
+
+def digest(*parts) -> str:
+    """Eight hex digits of a SHA-256 over ``parts`` (arrays and tensors by their bytes, anything else by its text),
+    the length of the digests MLflow shows for its datasets."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.numpy().tobytes() if isinstance(part, torch.Tensor) else
+                 part.tobytes() if hasattr(part, "tobytes") else repr(part).encode())
+    return h.hexdigest()[:8]
 
 
 class DeviceLoader(Protocol):

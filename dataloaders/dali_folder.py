@@ -10,15 +10,12 @@ RandomResizedCrop 224 + flip for training, Resize 256 + CenterCrop 224 for valid
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.dali import DaliLoader, fn, normalize, on_gpu, pipeline_def, types
-from dataloaders.imagenet import IMAGE_SIZE, RESIZE, image_folder
-from dataloaders.normalization import MEAN_STD
+from dataloaders.imagenet import RESIZE, folders
 from dataloaders.sharding import train_sampler
 from train.context import DistContext
-from train.errors import UsageError
 
 READER = "reader"  # the file reader's name, by which the iterator asks it for the shard sizes
 AREA = (0.08, 1.0)  # torchvision's RandomResizedCrop defaults: fraction of the image's area ...
@@ -26,14 +23,7 @@ ASPECT_RATIO = (3 / 4, 4 / 3)  # ... and width / height of the crop
 
 
 def build(cfg: DataConfig, ctx: DistContext) -> Loaders:
-    root = Path(cfg.data_dir)
-    train, val = image_folder(root / "train", None), image_folder(root / "val", None)
-    if train.classes != val.classes:
-        differing = sorted(set(train.classes) ^ set(val.classes))
-        raise UsageError(f"{root / 'train'} and {root / 'val'} have different class folders (in one only: "
-                         f"{differing}); give both the same class folders")
-    mean, std = MEAN_STD["imagenet"]
-    spec = DatasetSpec("imagenet", len(train.classes), IMAGE_SIZE, mean, std, len(train), len(val))
+    spec, train, val = folders(cfg)
     val_files, val_labels = map(list, zip(*val.samples))
     samplers = [train_sampler(len(train), cfg, dataclasses.replace(ctx, rank=rank)) for rank in range(ctx.world_size)]
 

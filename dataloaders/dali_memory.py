@@ -13,7 +13,6 @@ import torch
 from dataloaders import cifar, digits
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
 from dataloaders.dali import DaliLoader, fn, normalize, on_gpu, pipeline_def, types
-from dataloaders.normalization import MEAN_STD
 from dataloaders.sharding import train_sampler, val_indices
 from train.context import DistContext
 
@@ -75,23 +74,16 @@ def memory_pipeline(source, spec: DatasetSpec, augment: bool, cfg: DataConfig, c
 
 
 def read_cifar(cfg: DataConfig) -> InMemory:
-    """The pickles that ``dataloaders.cifar`` reads, read by its functions."""
-    files = cifar.FILES[cfg.dataset]
-    folder = cifar.find_folder(cfg, files)
-    train, val = (cifar.read_split(folder, names, files) for names in (files.train, files.val))
-    mean, std = MEAN_STD[cfg.dataset]
-    spec = DatasetSpec(cfg.dataset, files.num_classes, 32, mean, std, len(train[1]), len(val[1]))
+    """The pickles that ``dataloaders.cifar`` reads, read by its reader."""
+    spec, train, val = cifar.read(cfg)
     return InMemory(spec, to_split(*train), to_split(*val), augment=True)
 
 
 def read_digits(cfg: DataConfig) -> InMemory:
-    """The split and statistics of ``dataloaders.digits``, made by its functions."""
-    images, labels = digits.load_images()
-    train, val = digits.split(labels)
-    mean, std = digits.channel_mean_std(images[train])
-    spec = DatasetSpec("digits", digits.NUM_CLASSES, digits.IMAGE_SIZE, mean, std, len(train), len(val))
+    """The split and statistics of ``dataloaders.digits``, made by its reader."""
+    spec, train, val = digits.read()
     # no augmentation: digits are not flip-invariant (see dataloaders/digits.py)
-    return InMemory(spec, to_split(images[train], labels[train]), to_split(images[val], labels[val]), augment=False)
+    return InMemory(spec, to_split(*train), to_split(*val), augment=False)
 
 
 def to_split(images: torch.Tensor, labels: torch.Tensor) -> Split:

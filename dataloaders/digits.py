@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from dataloaders.contract import DataConfig, DatasetSpec, Loaders
+from dataloaders.contract import DataConfig, DatasetSpec, Loaders, digest
 from dataloaders.normalization import to_normalized_float
 from dataloaders.torch_loader import TensorImages, build_torch_loaders
 from train.context import DistContext
@@ -19,16 +19,22 @@ NUM_CLASSES = 10
 
 
 def build(cfg: DataConfig, ctx: DistContext) -> Loaders:
+    spec, train, val = read()
+    # No augmentation: digits are not flip-invariant (a mirrored 2 is no 2) and the scans are already centred.
+    transform = v2.Compose(to_normalized_float(spec.mean, spec.std))
+    # 1797 tiny images in memory: worker processes would only add start-up time
+    return build_torch_loaders(spec, TensorImages(*train, transform), TensorImages(*val, transform), 0, cfg, ctx)
+
+
+def read() -> tuple[DatasetSpec, tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """The spec, the fixed split's training and validation images and labels, for every loading backend."""
     images, labels = load_images()
     train_idx, val_idx = split(labels)
     mean, std = channel_mean_std(images[train_idx])
-    spec = DatasetSpec("digits", NUM_CLASSES, IMAGE_SIZE, mean, std, len(train_idx), len(val_idx))
-    # No augmentation: digits are not flip-invariant (a mirrored 2 is no 2) and the scans are already centred.
-    transform = v2.Compose(to_normalized_float(mean, std))
-    train = TensorImages(images[train_idx], labels[train_idx], transform)
-    val = TensorImages(images[val_idx], labels[val_idx], transform)
-    # 1797 tiny images in memory: worker processes would only add start-up time
-    return build_torch_loaders(spec, train, val, 0, cfg, ctx)
+    train, val = (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+    spec = DatasetSpec("digits", NUM_CLASSES, IMAGE_SIZE, mean, std, len(train_idx), len(val_idx),
+                       source="sklearn.datasets.load_digits", digest=digest(*train, *val))
+    return spec, train, val
 
 
 def load_images() -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ from PIL import Image
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import v2
 
-from dataloaders.contract import DataConfig, DatasetSpec, Loaders
+from dataloaders.contract import DataConfig, DatasetSpec, Loaders, digest
 from dataloaders.normalization import MEAN_STD, to_normalized_float
 from dataloaders.torch_loader import build_torch_loaders
 from train.context import DistContext
@@ -18,18 +18,28 @@ RESIZE = 256  # validation: shorter side, then the centre IMAGE_SIZE crop
 
 
 def build(cfg: DataConfig, ctx: DistContext) -> Loaders:
-    root = Path(cfg.data_dir)
     mean, std = MEAN_STD["imagenet"]
     normalize = to_normalized_float(mean, std)
-    train = image_folder(root / "train", v2.Compose(
-        [v2.RandomResizedCrop(IMAGE_SIZE), v2.RandomHorizontalFlip(), *normalize]))
-    val = image_folder(root / "val", v2.Compose([v2.Resize(RESIZE), v2.CenterCrop(IMAGE_SIZE), *normalize]))
+    spec, train, val = folders(cfg, v2.Compose([v2.RandomResizedCrop(IMAGE_SIZE), v2.RandomHorizontalFlip(),
+                                                 *normalize]),
+                               v2.Compose([v2.Resize(RESIZE), v2.CenterCrop(IMAGE_SIZE), *normalize]))
+    return build_torch_loaders(spec, train, val, cfg.workers, cfg, ctx)
+
+
+def folders(cfg: DataConfig, train_transform=None, val_transform=None) -> tuple[DatasetSpec, ImageFolder, ImageFolder]:
+    """The spec and the ``train/`` and ``val/`` image folders of ``cfg.data_dir``, for every loading backend; the
+    digest is over the file lists (names and classes), reading no image."""
+    root = Path(cfg.data_dir)
+    train, val = image_folder(root / "train", train_transform), image_folder(root / "val", val_transform)
     if train.classes != val.classes:
         only_train, only_val = set(train.classes) - set(val.classes), set(val.classes) - set(train.classes)
         raise UsageError(f"{root / 'train'} and {root / 'val'} have different class folders (only in train: "
                          f"{sorted(only_train)}, only in val: {sorted(only_val)}); give both the same class folders")
-    spec = DatasetSpec("imagenet", len(train.classes), IMAGE_SIZE, mean, std, len(train), len(val))
-    return build_torch_loaders(spec, train, val, cfg.workers, cfg, ctx)
+    mean, std = MEAN_STD["imagenet"]
+    files = [(str(Path(path).relative_to(root)), label) for folder in (train, val) for path, label in folder.samples]
+    spec = DatasetSpec("imagenet", len(train.classes), IMAGE_SIZE, mean, std, len(train), len(val),
+                       source=str(root.resolve()), digest=digest(files))
+    return spec, train, val
 
 
 def image_folder(path: Path, transform) -> ImageFolder:

@@ -1,10 +1,13 @@
 """Running the launchers as a user would, in a temp dir with its own MLflow store, and reading the record back."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 SINGLE = REPO / "launchers" / "single.py"
@@ -42,7 +45,16 @@ class Workspace:
                              *args], timeout)
 
     def command(self, argv: list[str], timeout: float, **popen) -> subprocess.CompletedProcess:
-        return subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=timeout, **popen)
+        """``argv`` to its end; one still running at ``timeout`` (or when the test is stopped) is killed with every
+        process it started."""
+        with subprocess.Popen(argv, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              **popen) as proc:
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except BaseException:
+                kill_tree(proc.pid)
+                raise
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
     def runs(self, experiment: str = "cnnbench"):
         from mlflow import MlflowClient
@@ -55,6 +67,20 @@ class Workspace:
         from mlflow import MlflowClient
 
         return sorted(MlflowClient(self.uri).get_metric_history(run_id, metric), key=lambda m: m.step)
+
+
+def kill_tree(pid: int) -> None:
+    """Kill a process and every process it started, however deep. Not by process group: torchrun starts each
+    worker in a session of its own."""
+    try:
+        root = psutil.Process(pid)
+        processes = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=30)
 
 
 def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

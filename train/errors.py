@@ -16,5 +16,10 @@ class RankError(UsageError):
     """Bad input that only some ranks meet (a rank without a device): every rank that meets it reports it."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, how schedulers end jobs: handled like Ctrl-C (the run is closed KILLED), but the process exits with
+    143 (128 + 15), as a process killed by SIGTERM does, not Ctrl-C's 130."""
+
+
 class RunFault(Exception):
     """Training itself went wrong (a non-finite loss): one line and exit code 1, the run closed FAILED."""

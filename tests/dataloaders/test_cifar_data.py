@@ -123,3 +123,25 @@ def test_download_offline_fails_fast_with_a_usage_error(tmp_path):
     assert time.monotonic() - start < 10
     message = str(info.value)
     assert "network" in message and str(tmp_path / "cifar-10-batches-py") in message and "\n" not in message
+
+
+class _RunsCode:
+    """What a hostile data folder could hold: a pickle that calls a function of the pickler's choosing."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.mkdir, (self.marker,)
+
+
+def test_a_batch_that_would_run_code_is_refused_without_running_it(tmp_path):
+    path = write_cifar10(tmp_path / "data") / "cifar-10-batches-py" / "data_batch_2"
+    marker = tmp_path / "code-ran"
+    path.write_bytes(pickle.dumps({b"data": np.zeros((20, 3072), np.uint8), b"labels": [0] * 20,
+                                   b"payload": _RunsCode(marker)}, protocol=2))
+    with pytest.raises(UsageError, match=r"data_batch_2.*posix\.mkdir|data_batch_2.*os\.mkdir") as info:
+        build("cifar10", tmp_path / "data")
+    assert not marker.exists() and "\n" not in str(info.value)

@@ -6,6 +6,7 @@ import torch
 from dataloaders import DATASETS, LOADERS, DataConfig
 from dataloaders.normalization import MEAN_STD
 from tests.dataloaders.loading import build
+from tests.fakedata import write_cifar10
 from train.errors import UsageError
 
 
@@ -43,3 +44,19 @@ def test_batches_arrive_on_the_gpu(cifar10_root):
     for loader in (loaders.train, loaders.val):
         images, labels = next(iter(loader))
         assert images.is_cuda and labels.is_cuda and images.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("loader", ["torch", "dali"])
+def test_the_spec_names_where_the_data_is_and_a_digest_of_it(cifar10_root, tmp_path, loader):
+    spec = build("cifar10", cifar10_root, loader=loader).spec
+    assert spec.source == str((cifar10_root / "cifar-10-batches-py").resolve()) and len(spec.digest) == 8
+    assert build("cifar10", cifar10_root).spec == spec  # both backends read the same data
+    assert build("cifar10", write_cifar10(tmp_path, seed=1), loader=loader).spec.digest != spec.digest
+
+
+def test_digests_of_the_other_data_sets_follow_their_content(imagefolder_root):
+    assert build("digits").spec.digest == build("digits").spec.digest
+    synthetic = dict(image_size=8, num_classes=3, batch_size=4)
+    assert build("synthetic", seed=1, **synthetic).spec.digest != build("synthetic", seed=2, **synthetic).spec.digest
+    spec = build("imagenet", imagefolder_root).spec
+    assert spec.source == str(imagefolder_root.resolve()) and spec.digest == build("imagenet", imagefolder_root).spec.digest

@@ -70,7 +70,7 @@ def test_loading_leaves_the_global_rng_alone(cifar10_root):
 @pytest.mark.parametrize("dataset", ["cifar10", "synthetic"])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_channels_last_flag(dataset, channels_last, cifar10_root):
-    loaders = build(dataset, cifar10_root, batch_size=8, channels_last=channels_last, image_size=32,
+    loaders = build(dataset, cifar10_root, batch_size=8, channels_last=channels_last, image_size=32, num_classes=10,
                     synthetic_train_size=20, synthetic_val_size=10)
     for loader in (loaders.train, loaders.val):
         images, _ = next(iter(loader))

@@ -6,6 +6,17 @@ from tests.dataloaders.loading import build, collect
 SMALL = dict(image_size=40, num_classes=7, synthetic_train_size=50, synthetic_val_size=20)
 
 
+@pytest.mark.parametrize("settings, train, val", [
+    ({}, 10 * 16 * 2, 2 * 8 * 2),  # a CPU's default: 10 training and 2 validation batches per process
+    ({"steps": 3}, 3 * 16 * 2, 2 * 8 * 2),  # --steps sizes the epoch
+    ({"steps": 3, "synthetic_train_size": 40, "synthetic_val_size": 9}, 40, 9),  # sizes given win
+])
+def test_synthetic_sizes_default_to_whole_batches_of_every_process(settings, train, val):
+    loaders = build("synthetic", world_size=2, batch_size=16, val_batch_size=8, image_size=8, num_classes=3,
+                    **settings)
+    assert (loaders.spec.train_size, loaders.spec.val_size) == (train, val)
+
+
 def test_synthetic_shapes_counts_and_partial_last_batch():
     loaders = build("synthetic", batch_size=16, val_batch_size=8, **SMALL)
     spec = loaders.spec

@@ -67,10 +67,22 @@ CASES = {
     "no cuda": (lambda ws: ["--device", "cuda"], r"no usable CUDA device"),
     "unusable tracking store": (lambda ws: ["--tracking-uri", f"sqlite:///{_garbage(ws)}/sub/mlflow.db"],
                                 r"cannot use MLflow tracking store"),
+    "unknown tracking scheme": (lambda ws: ["--tracking-uri", "htp://foo"], r"unknown scheme 'htp'"),
+    "sqlite folder typo": (lambda ws: ["--tracking-uri", f"sqlite:///{ws.root}/nonexistent/dir/x.db"],
+                           r"folder .*/nonexistent/dir does not exist"),
+    "deleted experiment": (lambda ws: ["--experiment", _deleted_experiment(ws)], r"'gone' \(id \d+\) is deleted"),
 }
 
 
 FOUND_DURING_TRAINING = {"truncated jpeg in the training folder"}
+
+
+def _deleted_experiment(ws: Workspace) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ws.uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    return "gone"
 
 
 def _garbage(ws: Workspace):

@@ -3,6 +3,7 @@ import argparse
 
 import pytest
 
+from train.engine.builders import synthetic_like_the_arch
 from train.engine.config import TrainConfig, config_from_args, get_args_parser, make_config
 from train.engine.recipes import RECIPES
 from train.errors import UsageError
@@ -60,3 +61,17 @@ def test_resume_keeps_saved_config_and_refuses_another_arch():
 def test_milestones_outside_the_schedule_are_rejected():
     with pytest.raises(UsageError, match="milestones"):
         make_config(schedule="multistep", epochs=5, milestones=(3, 9))
+
+
+@pytest.mark.parametrize("arch, flags, size, classes", [
+    ("resnet-20", {}, 32, 10),  # a CIFAR net: CIFAR's images
+    ("resnet50", {}, 224, 1000),  # an ImageNet net: its native crop
+    ("inception_v3", {}, 299, 1000),
+    ("alexnet", {}, 32, 10),  # in both families: the CIFAR net, as for any 32x32 data
+    ("alexnet", {"image_size": 224}, 224, 1000),  # the ImageNet net at ImageNet's size
+    ("resnet50", {"image_size": 64, "num_classes": 7}, 64, 7),  # given: kept
+])
+def test_synthetic_data_defaults_to_the_archs_own_input(arch, flags, size, classes):
+    cfg = synthetic_like_the_arch(make_config(arch=arch, dataset="synthetic", **flags))
+    assert (cfg.data.image_size, cfg.data.num_classes) == (size, classes)
+    assert synthetic_like_the_arch(make_config(arch=arch)) == make_config(arch=arch)  # other data: untouched

@@ -1,4 +1,5 @@
-"""DDP (torchrun) and Horovod (horovodrun) drive the one engine: same numbers as one process, one MLflow run."""
+"""DDP (torchrun) and Horovod (horovodrun) drive the one engine: exact evaluation across ranks, nodes that meet over
+c10d, bad input under torchrun. The numbers each launcher ends with are held in test_equivalence.py."""
 from __future__ import annotations
 
 import json
@@ -13,12 +14,7 @@ import torch
 
 from tests.fakedata import write_cifar10
 from tests.workspace import BIN, REPO, Workspace, check_ok
-from train.engine.checkpoint import find_checkpoint, load_checkpoint
 
-# alexnet has neither BatchNorm nor dropout: its per-rank forward equals the single-process one, so one epoch
-# with global batch 20 must give the same weights whether 1 process takes 20 images or 2 processes take 10.
-EQUIVALENCE_FLAGS = ["--arch", "alexnet", "--dataset", "cifar10", "--epochs", "1", "--seed", "3", "--lr", "0.05",
-                     "--warmup-steps", "0"]
 SMALL_SYNTHETIC = ["--dataset", "synthetic", "--image-size", "32", "--num-classes", "10",
                    "--synthetic-train-size", "128", "--synthetic-val-size", "33", "--epochs", "1"]
 
@@ -29,38 +25,10 @@ def only_run(ws: Workspace, experiment: str):
     return runs[0]
 
 
-def final_weights(ws: Workspace, run) -> dict:
-    return load_checkpoint(find_checkpoint(str(ws.root / "ckpt" / run.info.run_id)))["model"]
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_single_ddp_and_horovod_end_with_the_same_weights_and_error(ws):
-    data = str(write_cifar10(ws.root / "data"))  # 100 training images, 17 validation images
-    common = [*EQUIVALENCE_FLAGS, "--data-dir", data]
-    check_ok(ws.launch(*common, "--batch-size", "20", "--experiment", "single", "--threads", "1"))
-    check_ok(ws.torchrun(2, *common, "--global-batch-size", "20", "--experiment", "ddp"))
-    check_ok(ws.horovodrun(2, *common, "--batch-size", "10", "--experiment", "horovod"))
-
-    runs = {name: only_run(ws, name) for name in ("single", "ddp", "horovod")}
-    for name, run in runs.items():
-        assert run.info.status == "FINISHED"
-        assert run.data.params["launcher"] == name
-        assert run.data.params["world_size"] == ("1" if name == "single" else "2")
-        assert run.data.params["global_batch_size"] == "20"
-    reference = final_weights(ws, runs["single"])
-    for name in ("ddp", "horovod"):
-        weights = final_weights(ws, runs[name])
-        for key, value in reference.items():
-            torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5, msg=f"{name}: {key}")
-        for metric in ("final_val_top1_err", "final_val_top5_err"):
-            assert runs[name].data.metrics[metric] == runs["single"].data.metrics[metric], (name, metric)
-        assert runs[name].data.metrics["val_loss"] == pytest.approx(runs["single"].data.metrics["val_loss"], rel=1e-4)
 
 
 def evaluate_with(ws: Workspace, nproc: int, data: str) -> dict:

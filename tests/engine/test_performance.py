@@ -9,11 +9,12 @@ import time
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from dataloaders import build_loaders
 from tests.workspace import Workspace, check_ok
 from train.context import DistContext
-from train.engine import builders, mfu
+from train.engine import builders, loop, mfu
 from train.engine.batch_search import BatchFit, fit_batch_size, largest_fitting_batch
 from train.engine.breakdown import PARTS, StepBreakdown
 from train.engine.config import make_config
@@ -246,20 +247,66 @@ def test_sgd_kernels_make_the_same_update():
     assert builders.sgd_impl(make_config(), torch.device("cpu")) == "for-loop"
 
 
+def test_an_epoch_trains_its_short_last_batch_but_times_only_the_full_ones(monkeypatch):
+    # 3 full batches of 32 and one of 7: the 7 are trained, but their new shape (a recompile under --compile,
+    # an autotune under cudnn.benchmark) stays out of the steady state
+    cfg = make_config(arch="resnet-20", dataset="synthetic", image_size=16, num_classes=10, batch_size=32,
+                      synthetic_train_size=32 * 3 + 7, synthetic_val_size=32, warmup_steps=0)
+    step, loaders = synthetic_step("cpu", cfg, breakdown_every=1)
+    timers = []
+
+    class Recorded(loop.EpochTimer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            timers.append(self)
+
+    monkeypatch.setattr(loop, "EpochTimer", Recorded)
+    result = loop.train_one_epoch(step, loaders.train, cfg, SingleProcess(DistContext()), tqdm(disable=True))
+    assert result.images == 103
+    assert timers[0].timing.images == 96
+    assert result.metrics["breakdown_steps"] == 3
+
+
+def test_steps_end_an_epoch_early_on_any_data_set():
+    cfg = make_config(arch="resnet-20", dataset="synthetic", image_size=16, num_classes=10, batch_size=8,
+                      synthetic_train_size=8 * 5, synthetic_val_size=8, steps=2)
+    step, loaders = synthetic_step("cpu", cfg)
+    assert len(loaders.train) == 5
+    result = loop.train_one_epoch(step, loaders.train, cfg, SingleProcess(DistContext()), tqdm(disable=True))
+    assert result.images == 2 * 8
+
+
+@pytest.mark.parametrize("impl, host_reads", [("fused", 0), ("for-loop", 1), ("foreach", 1)])
+def test_fp16_steps_read_the_loss_scalers_inf_check_on_the_host_only_without_fused_sgd(impl, host_reads,
+                                                                                       monkeypatch):
+    """What the README states: torch's GradScaler skips a step on the device only for an optimizer that can
+    (fused SGD); for the others it reads found_inf with ``.item()``, on CUDA a host synchronisation per step."""
+    step, loaders = synthetic_step("cpu", make_config(
+        arch="resnet-20", dataset="synthetic", image_size=16, num_classes=10, batch_size=8, synthetic_train_size=16,
+        synthetic_val_size=8, precision="fp16", sgd_impl=impl))
+    images, labels = next(iter(loaders.train))
+    step(images, labels)  # the first step creates the optimizer's state
+    reads, item = [], torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda tensor: reads.append(1) or item(tensor))
+    step(images, labels)
+    assert len(reads) == host_reads
+
+
 # ---- CUDA ----
 
-def synthetic_step(device: str, breakdown_every: int = 0, **settings):
-    """The engine's model, optimizer and Step on one on-device synthetic batch, as ``loop.run`` builds them."""
-    cfg = make_config(arch="resnet-20", dataset="synthetic", image_size=16, num_classes=10, batch_size=32,
-                      synthetic_train_size=32 * 12, synthetic_val_size=32, **settings)
+def synthetic_step(device: str, cfg=None, breakdown_every: int = 0, **settings):
+    """The engine's model, optimizer and Step on on-device synthetic batches, as ``loop.run`` builds them."""
+    cfg = cfg or make_config(arch="resnet-20", dataset="synthetic", image_size=16, num_classes=10, batch_size=32,
+                             synthetic_train_size=32 * 12, synthetic_val_size=32, **settings)
     ctx = DistContext(device=torch.device(device))
     torch.manual_seed(0)
     loaders = build_loaders(cfg.data, ctx)
     model, _ = builders.build_model(cfg, loaders.spec)
     model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
-    step = builders.Step(builders.maybe_compile(model, cfg), builders.build_optimizer(model, cfg, 1, ctx.device), scaler,
-                       builders.autocast(cfg.precision, ctx.device), StepBreakdown(ctx.device, breakdown_every, cfg.warmup_steps))
+    step = builders.Step(builders.maybe_compile(model, cfg), builders.build_optimizer(model, cfg, 1, ctx.device),
+                         scaler, builders.autocast(cfg.precision, ctx.device),
+                         StepBreakdown(ctx.device, breakdown_every, cfg.warmup_steps))
     return step, loaders
 
 

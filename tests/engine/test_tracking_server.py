@@ -4,6 +4,7 @@ Uses the project's own scripts (mlflow/postgres.sh, mlflow/server.sh); `.ci/setu
 """
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -76,4 +78,19 @@ def test_ddp_job_logs_one_whole_run_to_a_postgres_backed_server(ws, server):
     for name in EPOCH_METRICS:
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [1, 2], name
     assert {"num_params", "flops_per_image", "best_val_top1_err", "final_val_top1_err", "final_val_top5_err",
-            "peak_mem_mb", "train_time_s"} <= set(run.data.metrics)
+            "peak_mem_mib", "train_time_s"} <= set(run.data.metrics)
+
+
+def test_the_postgres_store_takes_passwords_only_and_the_server_logs_in_as_no_superuser(postgres_backend):
+    import psycopg
+
+    uri = urlsplit(postgres_backend)
+    passfile = Path(parse_qs(uri.query)["passfile"][0])
+    assert passfile.stat().st_mode & 0o077 == 0, "the password file is readable by others"
+    tcp = {"host": uri.hostname, "port": uri.port, "dbname": uri.path.lstrip("/"), "connect_timeout": 10}
+    for user in ("mlflow", "postgres", getpass.getuser()):  # the server's role, and whoever owns the cluster
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(user=user, passfile=os.devnull, **tcp).close()
+    with psycopg.connect(user=uri.username, passfile=str(passfile), **tcp) as conn:
+        role = conn.execute("SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user")
+        assert role.fetchone() == (False, False, False)

@@ -1,7 +1,4 @@
 """The registry: ImageNet names through torchvision/timm, aliases, family preference, listing, bad names."""
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -52,6 +49,14 @@ def test_unknown_arch_suggests_close_names():
         resolve_model("resnet-111")
 
 
+def test_suggestions_name_each_net_once_and_point_to_the_listing():
+    with pytest.raises(UsageError) as refused:
+        resolve_model("resnet20")  # resnet50 is a torchvision and a timm name
+    names = str(refused.value).split("did you mean: ")[1].split("?")[0].split(", ")
+    assert len(names) == len(set(names)) == 5 and "resnet-20" in names
+    assert str(refused.value).endswith("`cnnbench models` lists them all")
+
+
 def test_imagenet_net_builds_with_the_data_sets_classes():
     model = create_model("resnet18", 10, prefer="imagenet")
     assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 10)
@@ -64,12 +69,3 @@ def test_listing_has_every_cifar_net_before_imagenet_ones():
     qualified = [e.qualified_name for e in entries]
     assert len(qualified) == len(set(qualified))
     assert {"cifar/alexnet", "torchvision/alexnet"} <= set(qualified)
-
-
-def test_listing_cli_csv_gives_name_and_params():
-    out = subprocess.run([sys.executable, "-m", "train.models", "resne*", "--format", "csv"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
-    assert out[0] == "name,params"
-    rows = dict(line.split(",") for line in out[1:])
-    assert int(rows["resnet-110"]) == parameter_count(resolve_model("resnet-110"), 10)
-    assert int(rows["resnet18"]) == parameter_count(resolve_model("resnet18", "imagenet"), 10)

@@ -10,6 +10,7 @@ from train.engine.schema import at_batch_size
 from train.engine.tracking import MlflowTracker
 from train.models import complexity, resolve_model
 from train.studies import analyze
+from train.studies.figures import significant
 from train.studies.reports.complexity import PLOTS
 
 NETS = ("squeezenet1_1", "mobilenet_v3_small")  # small; only the first is in the published ranking
@@ -73,7 +74,7 @@ def test_latency_and_throughput_at_each_batch_size(analysed):
             median, p95 = m[at_batch_size("latency_median_ms", b)], m[at_batch_size("latency_p95_ms", b)]
             assert 0 < median <= p95
             assert m[at_batch_size("forward_images_per_sec", b)] == pytest.approx(1e3 * b / median)
-            assert m[at_batch_size("forward_peak_mem_mb", b)] > 0
+            assert m[at_batch_size("forward_peak_mem_mib", b)] > 0
         assert m["train_step_images_per_sec"] > 0
 
 
@@ -99,6 +100,22 @@ def test_report_prefers_measured_accuracy_and_marks_published(analysed):
     row = {line.split(" | ")[0].strip("| "): line for line in summary.splitlines()}
     assert "42.50 (measured)" in row["mobilenet_v3_small"]
     assert "56.42 (published)" in row["squeezenet1_1"]  # the ranking study's PyTorch row
+
+
+def test_summary_gives_gflops_and_gmacs_and_every_figure_to_three_significant_digits(analysed):
+    from tests.studies.test_report import table
+
+    rows = {row["arch"]: row for row in table((analysed.root / "out" / "complexity.md").read_text(), "arch")
+            if "GMACs" in row}
+    assert set(rows) == set(NETS)
+    for arch, run in analysis_runs(analysed).items():
+        m, row = run.data.metrics, rows[arch]
+        assert (row["params (M)"], row["GFLOPs"], row["GMACs"]) == (
+            significant(m["num_params"] / 1e6), significant(m["flops_per_image"] / 1e9),
+            significant(m["flops_per_image"] / 2e9))
+        assert row[f"images/s at batch {BATCHES[-1]}"] == significant(
+            m[at_batch_size("forward_images_per_sec", BATCHES[-1])])
+        assert row["training images/s (batch 2)"] == significant(m["train_step_images_per_sec"])
 
 
 def test_unavailable_reference_net_is_one_line_and_exit_2(tmp_path, capsys):

@@ -176,6 +176,22 @@ def test_torchvision_cache_is_read_weights_only(tmp_path, monkeypatch):
     assert not (tmp_path / "code-ran").exists()
 
 
+def test_timm_cache_is_read_weights_only(tmp_path, monkeypatch):
+    """timm before 1.0.26, which setup.cfg allows, loads a cached pytorch_model.bin with weights_only=False."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hf" / "models--timm--test_resnet.r160_in1k"
+    (repo / "snapshots" / "0123abc").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    weights = repo / "snapshots" / "0123abc" / "pytorch_model.bin"
+    torch.save({"payload": TouchOnUnpickle(tmp_path / "code-ran")}, weights)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    with pytest.raises(UsageError, match=f"cannot load {re.escape(str(weights))}"):
+        load_published(imagenet_entry("test_resnet"), download=False)
+    assert not (tmp_path / "code-ran").exists()
+
+
 def test_weights_of_another_net_are_refused_in_one_line(tmp_path):
     path = tmp_path / "resnet18.pt"
     torch.save(torchvision.models.resnet18().state_dict(), path)

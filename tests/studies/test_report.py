@@ -12,14 +12,16 @@ from PIL import Image
 from tests.fakedata import write_cifar10, write_cifar100
 from tests.studies.test_suite import CNNBENCH, cnnbench
 from tests.workspace import Workspace
+from train.studies.figures import significant
 from train.studies.published import read_reference
 from train.studies.report import REPORT_TAG
 from train.studies.reports import KINDS
+from train.studies.stats import median_interval, ratio_interval
 
 STUDY = """\
 name: cifar_mini
 settings: {{data_dir: {data}, epochs: 1, batch_size: 32, workers: 0, device: cpu, warmup_steps: 0,
-            window_steps: 100, checkpoint_dir: {ckpt}}}
+            window_steps: 100, checkpoint_dir: {ckpt}, target_top1_err: 100}}
 grid:
   arch: [resnet-20]
   run:
@@ -59,11 +61,12 @@ def table(markdown: str, first_header: str) -> list[dict[str, str]]:
     return rows
 
 
-def measured_cell(values: list[float], flagged: bool = False) -> str:
-    """How a report writes a median over repeats: 2 decimals, then (min–max, n) when there are several."""
-    text = f"{statistics.median(values):.2f}"
+def measured_cell(values: list[float], flagged: bool = False, spec: str = ".2f") -> str:
+    """How a report writes a median over repeats: then [its 95 % bootstrap interval, n] when there are several."""
+    text = f"{statistics.median(values):{spec}}"
     if len(values) > 1:
-        text += f" ({min(values):.2f}–{max(values):.2f}, n={len(values)})"
+        ci = median_interval([[v] for v in values])
+        text += f" [{ci.low:{spec}}–{ci.high:{spec}}, n={len(values)}]"
     return text + " ⚠" if flagged else text
 
 
@@ -83,13 +86,13 @@ def test_cifar_report_sets_measured_runs_beside_the_published_table(study, tmp_p
     assert code == 0 and "cifar.md" in stdout
     rows = {row["model"]: row for row in table((out / "cifar.md").read_text(), "model")}
     published = read_reference("cifar_published")
-    assert list(rows) == [r["model"] for r in published]  # the published table's rows, in its order
+    assert list(rows) == [r["model"] for r in published]  # the brief's table's rows, in its order
     for ref in published:
         row = rows[ref["model"]]
         assert row["net"] == ref["arch"]
         assert row["params (M)"] == (ref["params_m"] or "—")
-        assert row["CIFAR-10 error (%)"] == f"{100 - float(ref['cifar10_top1_acc']):.2f}"
-        assert row["CIFAR-100 error (%)"] == f"{100 - float(ref['cifar100_top1_acc']):.2f}"
+        assert row["CIFAR-10 error, brief (%)"] == f"{100 - float(ref['cifar10_top1_acc']):.2f}"
+        assert row["CIFAR-100 error, brief (%)"] == f"{100 - float(ref['cifar100_top1_acc']):.2f}"
 
     runs = [r for r in study.runs("cifar_mini") if REPORT_TAG not in r.data.tags]
     for dataset, label, seeds in (("cifar10", "CIFAR-10", 2), ("cifar100", "CIFAR-100", 1)):
@@ -98,13 +101,18 @@ def test_cifar_report_sets_measured_runs_beside_the_published_table(study, tmp_p
         assert len(errors) == seeds  # two seeds: median (min–max, n=2); one: the figure alone
         assert rows["resnet-20"][f"{label} measured"] == measured_cell(errors)
         reference = 100 - float(next(r for r in published if r["model"] == "resnet-20")[f"{dataset}_top1_acc"])
-        assert rows["resnet-20"][f"{label} Δ"] == f"{statistics.median(errors) - reference:+.2f}"
+        assert rows["resnet-20"][f"{label} Δ brief"].startswith(f"{statistics.median(errors) - reference:+.2f}")
+        assert rows["resnet-20"][f"{label} Δ README"] == "—"  # the README has no resnet-20 row
+    resnets = [r for r in runs if r.data.params["arch"] == "resnet-20" and r.data.params["dataset"] == "cifar10"]
+    seconds = statistics.median(r.data.metrics["time_to_target_s"] for r in resnets)  # any error is <= 100 %
+    assert rows["resnet-20"]["CIFAR-10 reached in"] == f"≤ 100 %: {significant(seconds)} s, 1 epoch (2 of 2)"
     (alexnet,) = [r for r in runs if r.data.params["arch"] == "alexnet"]
     assert alexnet.info.status == "KILLED"
     assert rows["alexnet"]["CIFAR-10 measured"] == measured_cell([alexnet.data.metrics["best_val_top1_err"]],
                                                                  flagged=True)
-    assert rows["alexnet"]["measured params (M)"] == f"{alexnet.data.metrics['num_params'] / 1e6:.2f}"
+    assert rows["alexnet"]["measured params (M)"] == significant(alexnet.data.metrics['num_params'] / 1e6)
     assert rows["alexnet"]["CIFAR-100 measured"] == rows["vgg16"]["CIFAR-10 measured"] == "—"
+    assert rows["alexnet"]["CIFAR-10 reached in"] == "—"  # trained without a target
     assert (rows["resnet-20"]["epochs"], rows["alexnet"]["epochs"]) == ("1", "2")
     assert f"`{alexnet.info.run_id}`): run killed" in (out / "cifar.md").read_text()
 
@@ -141,19 +149,21 @@ def test_throughput_report_over_real_runs_shows_their_logged_images_per_second(s
                   if (r.data.params["arch"], r.data.params["dataset"]) == ("resnet-20", "cifar10")]
     (row,) = [r for r in rows if r["arch"] == "resnet-20" and r["data"] == "cifar10 32 px"]
     median = statistics.median(resnet_c10)
-    assert row["images/s"] == f"{median:.1f} ({min(resnet_c10):.1f}–{max(resnet_c10):.1f}, n=2)"
+    assert row["images/s"] == f"{significant(median)} [{significant(min(resnet_c10))}–" \
+                              f"{significant(max(resnet_c10))}, n=2]"
     assert (row["batch / worker"], row["format"], row["precision"], row["workers"]) == ("32", "NCHW", "fp32", "1")
     Image.open(out / "throughput.png").verify()
     assert pixels_near(out / "throughput.png", TAB_BLUE) > 50
 
 
-def log_timed_run(client, experiment_id: str, world_size: int, images_per_sec: float, spread: float) -> None:
+def log_timed_run(client, experiment_id: str, world_size: int, images_per_sec: float, spread: float,
+                  channels_last: str = "True", precision: str = "bf16") -> None:
     """A run record as the engine writes it, with throughput figures chosen by the test."""
     from mlflow.entities import Metric, Param
 
     run_id = client.create_run(experiment_id, run_name=f"w{world_size}").info.run_id
     params = {"device_name": "test GPU", "arch": "resnet50", "dataset": "synthetic", "image_size": "224",
-              "batch_size": "64", "channels_last": "True", "precision": "bf16",
+              "batch_size": "64", "channels_last": channels_last, "precision": precision,
               "launcher": "single" if world_size == 1 else "ddp", "world_size": str(world_size)}
     metrics = {"train_images_per_sec": images_per_sec, "train_images_per_sec_spread": spread}
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
@@ -175,12 +185,107 @@ def test_throughput_scaling_efficiency_is_against_the_median_one_worker_run(tmp_
     assert code == 0
     markdown = (tmp_path / "r" / "throughput.md").read_text()
     rows = {row["workers"]: row for row in table(markdown, "arch")}
-    assert rows["1"]["images/s"] == "110.0 (100.0–120.0, n=3)"
+    assert rows["1"]["images/s"] == "110 [100–120, n=3]"  # 3 runs: the 95 % interval is their range
     assert rows["2"]["scaling efficiency"] == f"{100 * 198 / (2 * 110):.1f} %"
     assert rows["2"]["images/s per worker"] == "99.0"
-    assert rows["4"]["images/s"] == "500.0 ⚠"  # windows spread 30 % > 10 %: flagged, and said why
+    assert rows["4"]["images/s"] == "500 ⚠"  # windows spread 30 % > 10 %: flagged, and said why
     assert rows["4"]["scaling efficiency"] == f"{100 * 500 / (4 * 110):.1f} % ⚠"
     assert "windows spread 30 %" in markdown and "## test GPU" in markdown
+
+
+SPEED_UPS = {  # (channels_last, precision) -> images/s of its repeats
+    ("False", "fp32"): [100.0, 102.0, 98.0],
+    ("True", "fp32"): [150.0, 153.0, 147.0],  # clearly faster: its interval lies above 1
+    ("False", "bf16"): [99.0, 103.0, 101.0],  # within the noise: its interval holds 1
+    ("True", "bf16"): [200.0],  # one run: a ratio, but no interval
+}
+
+
+def test_throughput_repeats_show_intervals_and_speed_ups_not_significant_are_marked(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    ws = Workspace(tmp_path)
+    client = MlflowClient(ws.uri)
+    experiment = client.create_experiment("repeats")
+    for (channels_last, precision), rates in SPEED_UPS.items():
+        for rate in rates:
+            log_timed_run(client, experiment, 1, rate, 2.0, channels_last, precision)
+    code, _, _ = cnnbench(capsys, "report", "throughput", "--experiment", "repeats", "--out", str(tmp_path / "r"),
+                          "--tracking-uri", ws.uri)
+    assert code == 0
+    markdown = (tmp_path / "r" / "throughput.md").read_text()
+    rows = {(row["format"], row["precision"]): row for row in table(markdown, "arch")}
+    baseline = SPEED_UPS["False", "fp32"]
+    assert rows["NCHW", "fp32"]["images/s"] == "100 [98.0–102, n=3]"  # 3 runs: the interval is their range
+    assert rows["NCHW", "fp32"]["vs NCHW fp32"] == "(baseline)"
+    for key, differs in ((("True", "fp32"), True), (("False", "bf16"), False)):
+        _, _, ratio = ratio_interval([[v] for v in baseline], [[v] for v in SPEED_UPS[key]])
+        cell = f"{ratio.estimate:.2f}× [{ratio.low:.2f}–{ratio.high:.2f}]" + ("" if differs else " n.s.")
+        assert rows["NHWC" if key[0] == "True" else "NCHW", key[1]]["vs NCHW fp32"] == cell
+    assert rows["NHWC", "bf16"]["vs NCHW fp32"] == "2.00×" and rows["NHWC", "bf16"]["images/s"] == "200"
+    assert "n.s." in markdown.split("| arch |")[0]  # the text says what n.s. means and what is compared
+
+
+def log_cifar_run(client, experiment_id: str, net: str, dataset: str, best_err: float, seed: int,
+                  target: float | None = None, reached: tuple[float, int] | None = None) -> None:
+    """A CIFAR training run as the engine records it; ``reached``: (time_to_target_s, epochs_to_target)."""
+    from mlflow.entities import Metric, Param
+
+    run_id = client.create_run(experiment_id, run_name=f"{net} {dataset} {seed}").info.run_id
+    params = {"arch": net, "arch_resolved": f"cifar/{net}", "dataset": dataset, "epochs": "3", "seed": str(seed)}
+    metrics = {"best_val_top1_err": best_err, "num_params": 1.7e6}
+    if target is not None:
+        params["target_top1_err"] = str(target)
+    if reached is not None:
+        metrics.update(time_to_target_s=reached[0], epochs_to_target=reached[1])
+    client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
+                     metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()])
+    client.set_terminated(run_id, "FINISHED")
+
+
+def test_cifar_report_sets_each_published_source_in_its_own_columns_with_intervals(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    ws = Workspace(tmp_path)
+    client = MlflowClient(ws.uri)
+    experiment = client.create_experiment("cifar")
+    for seed, (error, reached) in enumerate([(5.9, (40.0, 3)), (6.0, (42.0, 3)), (6.3, None)]):
+        log_cifar_run(client, experiment, "resnet-164", "cifar10", error, seed, target=10.0, reached=reached)
+    code, _, _ = cnnbench(capsys, "report", "cifar", "--experiment", "cifar", "--out", str(tmp_path / "r"),
+                          "--tracking-uri", ws.uri)
+    assert code == 0
+    markdown = (tmp_path / "r" / "cifar.md").read_text()
+    rows = {row["net"]: row for row in table(markdown, "model")}
+
+    readme, brief = read_reference("cifar_bearpaw_readme"), read_reference("cifar_published")
+    assert {r["arch"] for r in readme} <= {r["arch"] for r in brief}  # every README row has its table row
+    for ref in brief:  # the README's error where it has the net, never the brief's figure in its place
+        own = next((r for r in readme if r["arch"] == ref["arch"]), None)
+        for ds, label in (("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100")):
+            assert rows[ref["arch"]][f"{label} error, README (%)"] == (f"{float(own[f'{ds}_top1_err']):.2f}"
+                                                                      if own else "—")
+    assert (rows["alexnet"]["CIFAR-10 error, brief (%)"], rows["alexnet"]["CIFAR-10 error, README (%)"]) == \
+        ("25.91", "22.78")
+
+    resnet = rows["resnet-164"]  # the published "resnet-110" row, trained as cnnbench's resnet-164
+    assert resnet["model"] == "resnet-110"
+    assert resnet["CIFAR-10 measured"] == "6.00 [5.90–6.30, n=3]"
+    assert resnet["CIFAR-10 Δ brief"] == f"{6.00 - (100 - 91.54):+.2f}"  # 8.46 lies outside [5.90, 6.30]
+    assert resnet["CIFAR-10 Δ README"] == f"{6.00 - 6.11:+.2f} n.s."  # 6.11 lies within: not significant
+    assert resnet["CIFAR-10 reached in"] == "≤ 10 %: 41.0 s, 3 epochs (2 of 3)"
+    assert resnet["CIFAR-100 measured"] == resnet["CIFAR-100 reached in"] == "—"
+    assert "commit 24f1c45" in markdown and "the project brief's table" in markdown
+
+
+def test_each_cifar_reference_cites_its_own_source():
+    from train.studies.published import REFERENCE_DIR
+
+    def citation(name: str) -> str:
+        return "".join(line for line in (REFERENCE_DIR / f"{name}.csv").open() if line.startswith("#"))
+
+    brief, readme = citation("cifar_published"), citation("cifar_bearpaw_readme")
+    assert brief.startswith("# Source: the CIFAR table of the project's brief") and "NOT that README's" in brief
+    assert readme.startswith("# Source: the README of bearpaw/pytorch-classification, commit 24f1c456f48c")
 
 
 def test_report_over_a_missing_or_empty_experiment_is_one_line_and_exit_2(tmp_path, capsys):

@@ -13,6 +13,7 @@ import pytest
 from tests.workspace import REPO, Workspace
 from train import cli
 from train.engine.config import config_from_args
+from train.engine.launch import training_parser
 from train.studies.published import read_reference
 from train.studies.suite import POINT_TAG, SUITE_TAG, engine_flags, load_suite
 
@@ -30,7 +31,8 @@ def cnnbench(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 def test_smoke_suite_killed_after_its_first_point_runs_only_the_rest_again(tmp_path):
-    points = load_suite(SMOKE).points
+    smoke = load_suite(SMOKE)
+    points = smoke.points
     ws = Workspace(tmp_path)  # the suite's default store, sqlite:///mlflow.db in its working directory
     suite = subprocess.Popen([CNNBENCH, "suite", "run", str(SMOKE)], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     progress = []
@@ -40,8 +42,8 @@ def test_smoke_suite_killed_after_its_first_point_runs_only_the_rest_again(tmp_p
             suite.send_signal(signal.SIGTERM)
             break
     progress += suite.communicate(timeout=300)[1].splitlines()
-    assert suite.returncode == 130, progress
-    assert f"[1/{len(points)}] {points[0].label} ...\n" in progress  # each point is named as it starts
+    assert suite.returncode == 143, progress  # 128 + SIGTERM
+    assert f"[1/{len(points)}] {smoke.run_names[points[0].key]} ...\n" in progress  # named as it starts
     first = ws.runs("smoke")
     (done,) = [r for r in first if r.info.status == "FINISHED"]
     assert {r.info.status for r in first} <= {"FINISHED", "KILLED"}  # the point stopped mid-way is closed
@@ -111,10 +113,35 @@ def test_dry_run_shows_the_grid_size_and_runs_nothing(tmp_path, capsys):
     assert ws.runs("plan-test") == []
 
 
-def test_every_shipped_suite_loads_with_distinct_points():
+def test_every_shipped_suite_loads_with_distinct_points_and_run_names():
     for path in sorted((REPO / "configs").glob("*.yaml")):
-        points = load_suite(path).points
-        assert len({p.key for p in points}) == len(points) > 0, path
+        suite = load_suite(path)
+        assert len({p.key for p in suite.points}) == len(suite.points) > 0, path
+        assert len(set(suite.run_names.values())) == len(suite.points), path
+
+
+def test_plan_names_each_run_by_its_net_and_what_tells_it_apart(capsys):
+    code, out, _ = cnnbench(capsys, "suite", "plan", str(SMOKE))
+    assert code == 0
+    assert [_flag_values(shlex.split(line), "--run-name") for line in out.splitlines()] == [
+        ["resnet-20 batch_size=32"], ["resnet-20 batch_size=64"], ["alexnet batch_size=32"], ["alexnet batch_size=64"]]
+
+
+@pytest.mark.parametrize("grid, names", [
+    ("grid:\n  arch: [resnet-20, alexnet]\n  batch_size: [16]\nrepeat: 2\n",  # one batch size: not named
+     ["resnet-20 seed=0", "alexnet seed=0", "resnet-20 seed=1", "alexnet seed=1"]),  # the seed last
+    ("grid:\n  precision: [fp32, bf16]\n  model:\n    - {arch: resnet-20, epochs: 2, lr: 0.1}\n"
+     "    - {arch: alexnet, epochs: 2, lr: 0.01}\n",  # the same epochs in every bundle: not named
+     ["resnet-20 precision=fp32 lr=0.1", "alexnet precision=fp32 lr=0.01", "resnet-20 precision=bf16 lr=0.1",
+      "alexnet precision=bf16 lr=0.01"]),
+    ("grid:\n  model:\n    - {arch: alexnet}\n    - {arch: alexnet, epochs: 2}\n",  # short names would clash
+     ["alexnet", "alexnet epochs=2"]),
+])
+def test_run_names_give_the_settings_that_differ_between_points(tmp_path, grid, names):
+    path = tmp_path / "named.yaml"
+    path.write_text("settings: {dataset: digits}\n" + grid)
+    suite = load_suite(path)
+    assert [suite.run_names[p.key] for p in suite.points] == names
 
 
 def test_cifar_table_covers_every_published_net_on_both_data_sets_with_its_recipe():
@@ -128,12 +155,39 @@ def test_cifar_table_covers_every_published_net_on_both_data_sets_with_its_recip
 def test_a_recipe_keeps_its_values_where_the_point_sets_none():
     points = load_suite(REPO / "configs" / "cifar_table.yaml").points
     wrn = next(p for p in points if p.settings["arch"] == "wrn-28-10")
-    cfg = config_from_args(cli.training_parser("t", "").parse_args(engine_flags(wrn.settings)))
+    cfg = config_from_args(training_parser("t", "").parse_args(engine_flags(wrn.settings)))
     assert (cfg.epochs, cfg.milestones, cfg.gamma, cfg.weight_decay, cfg.dropout) == (200, (60, 120, 160), 0.2,
                                                                                        5e-4, 0.3)
 
 
+REPEATED = """\
+name: repeated
+settings: {{dataset: digits, epochs: 1{seed}}}
+grid:
+  arch: [resnet-20, alexnet]
+  batch_size: [16, 32]
+repeat: 3
+"""
+
+
+@pytest.mark.parametrize("seed, first", [("", 0), (", seed: 5", 5)])
+def test_repeat_runs_every_point_with_n_seeds_all_points_once_before_any_twice(tmp_path, seed, first):
+    path = tmp_path / "repeated.yaml"
+    path.write_text(REPEATED.format(seed=seed))
+    suite = load_suite(path)
+    assert suite.size == "12 points = repeat 3 × arch 2 × batch_size 2"
+    seeds = [p.settings["seed"] for p in suite.points]
+    assert seeds == [first] * 4 + [first + 1] * 4 + [first + 2] * 4  # one pass over the grid per seed
+    grid = [(p.settings["arch"], p.settings["batch_size"]) for p in suite.points]
+    assert grid[:4] == grid[4:8] == grid[8:] and len(set(grid)) == 4
+    assert len({p.key for p in suite.points}) == 12  # each repeat is its own point, with its own run
+    assert all("seed" in p.varied for p in suite.points)
+    assert [engine_flags(p.settings).count("--seed") for p in suite.points] == [1] * 12
+
+
 BAD_SUITES = {
+    "repeat not a count": ("grid: {arch: [resnet-20]}\nrepeat: 0\n", 2, "repeat", "not a number of repeats"),
+    "repeat of a grid of seeds": ("grid:\n  seed: [0, 1]\nrepeat: 2\n", 3, "repeat", "the grid sets seed already"),
     "unknown top-level key": ("nme: x\ngrid: {arch: [resnet-20]}\n", 1, "nme", "did you mean name"),
     "unknown setting": ("settings:\n  epochs: 1\n  batchsize: 32\ngrid: {arch: [resnet-20]}\n", 3, "batchsize",
                         "did you mean batch_size"),
@@ -170,8 +224,16 @@ def test_a_missing_suite_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "nope.yaml" in err
 
 
+def test_a_suite_file_that_is_not_utf8_is_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    code, _, err = cnnbench(capsys, "suite", "plan", str(path))
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"cnnbench: error: cannot read suite file {path}: not UTF-8 text")
+
+
 def test_tag_flag_takes_key_value_pairs(capsys):
-    parser = cli.training_parser("launcher", "")
+    parser = training_parser("launcher", "")
     cfg = config_from_args(parser.parse_args(["--tag", "study=a=b", "--tag", "cnnbench.point=x"]))
     assert cfg.run_tags == {"study": "a=b", "cnnbench.point": "x"}
     with pytest.raises(SystemExit) as exited:

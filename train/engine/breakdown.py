@@ -69,14 +69,17 @@ class StepBreakdown:
         """Samples nothing: for a ``Step`` used outside the engine's epochs."""
         return cls(torch.device("cpu"), every=0, warmup_steps=0)
 
-    def iterate(self, loader: Iterable, steps: int) -> Iterator:
-        """``loader``'s ``steps`` batches; a sampled step starts with the request for its batch."""
-        warmup = warmup_of(self.warmup_steps, steps)
-        self.samples, self.steady_steps = [], steps - warmup
+    def iterate(self, loader: Iterable, steps: int, timed_steps: int | None = None) -> Iterator:
+        """``loader``'s ``steps`` batches; a sampled step starts with the request for its batch. Only the steady
+        state the epoch timer times is sampled: after the warm-up, up to ``timed_steps`` (a short last batch
+        left out)."""
+        last = steps if timed_steps is None else min(timed_steps, steps)
+        warmup = warmup_of(self.warmup_steps, last)
+        self.samples, self.steady_steps = [], last - warmup
         batches = iter(loader)
         for step in range(1, steps + 1):
             self.sample = None
-            if self._sampled(step - warmup):
+            if step <= last and self._sampled(step - warmup):
                 self.sample = [("start", self.clock.now())]
                 self.samples.append(self.sample)
             batch = next(batches)

@@ -5,8 +5,12 @@ way a run does (``train.studies.frameworks``, ``train.studies.analyze``).
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
+import dataclasses
+import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import torch
@@ -46,6 +50,19 @@ class Step:
         return loss.detach(), logits.detach()
 
 
+def synthetic_like_the_arch(cfg: TrainConfig) -> TrainConfig:
+    """Synthetic images of the arch's own input unless --image-size/--num-classes say otherwise: a CIFAR net's 32 px
+    and 10 classes, an ImageNet net's native crop and 1000 classes (a name both families have is the CIFAR net,
+    unless --image-size is above 64, as ``build_model`` decides)."""
+    data = cfg.data
+    if data.dataset != "synthetic" or (data.image_size and data.num_classes):
+        return cfg
+    entry = resolve_model(cfg.arch, "cifar" if (data.image_size or 32) <= 64 else "imagenet")
+    data = dataclasses.replace(data, image_size=data.image_size or entry.input_size,
+                               num_classes=data.num_classes or (10 if entry.family == "cifar" else 1000))
+    return dataclasses.replace(cfg, data=data)
+
+
 def build_model(cfg: TrainConfig, spec: DatasetSpec) -> tuple[nn.Module, str]:
     """The model for ``spec``: 32x32-ish data prefers the CIFAR nets of a shared name, larger data ImageNet's."""
     prefer = "cifar" if spec.image_size <= 64 else "imagenet"
@@ -71,13 +88,26 @@ def sgd_impl(cfg: TrainConfig, device: torch.device) -> str:
     return "fused" if device.type == "cuda" else "for-loop"
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
-    """Per-epoch learning-rate schedule."""
+def lr_factor(cfg: TrainConfig, epochs_done: int) -> float:
+    """The schedule, as the factor on the initial rate of the epoch after ``epochs_done``: a closed form of the
+    settings and the epoch alone, not the recursion torch's cosine scheduler steps through, so that a run resumed
+    with another ``--epochs`` or ``--milestones`` is exactly where an uninterrupted run with them would be."""
     if cfg.schedule == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.milestones), cfg.gamma)
+        return cfg.gamma ** bisect.bisect_right(sorted(cfg.milestones), epochs_done)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        return (1 + math.cos(math.pi * epochs_done / cfg.epochs)) / 2
+    return 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, world_size: int,
+                    epochs_done: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The per-epoch schedule of ``cfg``, ``epochs_done`` epochs in. The optimizer's rate, momentum and weight
+    decay are set from ``cfg`` first: a resumed optimizer's state brings its momentum buffers, and with them
+    the settings of the run that saved it, which the settings given on resuming override."""
+    lr = scaled_lr(cfg, world_size)
+    for group in optimizer.param_groups:
+        group.update(lr=lr, initial_lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg), last_epoch=epochs_done - 1)
 
 
 def maybe_compile(model: nn.Module, cfg: TrainConfig) -> nn.Module:

@@ -51,21 +51,26 @@ def _checkpoints(folder: Path) -> list[Path]:
 
 
 def remember_job_run(root: Path, job_id: str, run_id: str) -> None:
-    """Note which run a torchrun job trains, so that its workers, restarted by torchrun, find its checkpoints."""
+    """Note which run a torchrun job trains, so that its workers, restarted by torchrun, continue that run."""
     root.mkdir(parents=True, exist_ok=True)
-    pointer = root / f"torchrun-{job_id}.run"
+    pointer = _job_pointer(root, job_id)
     tmp = pointer.with_name(pointer.name + ".tmp")
     tmp.write_text(run_id)
     os.replace(tmp, pointer)
 
 
-def job_checkpoint_folder(root: Path, job_id: str) -> Path | None:
-    """The checkpoint folder of the run that torchrun job ``job_id`` trains, if it has a checkpoint yet."""
-    pointer = root / f"torchrun-{job_id}.run"
-    if not pointer.is_file():
-        return None
-    folder = root / pointer.read_text().strip()
-    return folder if folder.is_dir() and _checkpoints(folder) else None
+def job_run(root: Path, job_id: str) -> str | None:
+    """The id of the run that torchrun job ``job_id`` trains, once rank 0 has opened it."""
+    pointer = _job_pointer(root, job_id)
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def _job_pointer(root: Path, job_id: str) -> Path:
+    return root / f"torchrun-{job_id}.run"
+
+
+def has_checkpoint(folder: Path) -> bool:
+    return folder.is_dir() and bool(_checkpoints(folder))
 
 
 def find_checkpoint(path: str) -> Path:
@@ -85,7 +90,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError) as err:
-        raise UsageError(f"--resume {path}: not a readable cnnbench checkpoint ({type(err).__name__}: {err})") from None
+        # torch's own message is advice about weights_only for files one trusts: not what a corrupt file needs
+        raise UsageError(f"--resume {path}: not a readable cnnbench checkpoint (torch.load: {type(err).__name__}); "
+                         f"give a run's folder or one of its epoch-NNNN.pt files") from None
     if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
         raise UsageError(f"--resume {path}: not a cnnbench checkpoint (no config/model entries)")
     return payload

@@ -45,7 +45,7 @@ class TrainConfig:
     threads: int | None = None
     deterministic: bool = False
     warmup_steps: int = 5
-    window_steps: int = 20
+    window_steps: int | None = None  # None: about a tenth of an epoch's timed steps, at most 20
     sgd_impl: str = "auto"
     max_batch_size: int | None = None
     breakdown_every: int = 10
@@ -55,6 +55,8 @@ class TrainConfig:
     checkpoint_dir: str = "checkpoints"
     resume: str | None = None
     stop_after: int | None = None
+    target_top1_err: float | None = None  # time to accuracy: the top-1 validation error (%) to reach
+    stop_at_target: bool = False
     tracking_uri: str | None = None
     experiment: str = "cnnbench"
     tracking_grace_s: float = 120.0
@@ -94,6 +96,10 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError(f"--milestones {list(cfg.milestones)} must lie within 1..{cfg.epochs} (--epochs)")
     if cfg.stop_after is not None and cfg.stop_after >= cfg.epochs:
         raise UsageError(f"--stop-after {cfg.stop_after} must be less than --epochs {cfg.epochs}")
+    if cfg.target_top1_err is not None and cfg.target_top1_err > 100:
+        raise UsageError(f"--target-top1-err {cfg.target_top1_err:g} is an error in %: give a value in 0..100")
+    if cfg.stop_at_target and cfg.target_top1_err is None:
+        raise UsageError("--stop-at-target needs --target-top1-err (the top-1 validation error to stop at)")
 
 
 def config_from_args(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
@@ -111,7 +117,11 @@ def config_from_args(args: argparse.Namespace, saved: dict | None = None) -> Tra
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (no usage dump), exit code 2."""
+    """argparse that reports a bad flag as one line with the one prefix every cnnbench error has (no usage dump),
+    exit code 2, and takes no abbreviations: ``--epoch 3`` is an error, not a silent ``--epochs 3``."""
+
+    def __init__(self, *args, allow_abbrev: bool = False, **kwargs):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
 
     def error(self, message: str):
         from train.engine.distributed import launched_rank, let_rank0_report_first  # every rank parses the same flags
@@ -119,7 +129,7 @@ class OneLineErrorParser(argparse.ArgumentParser):
         if launched_rank() != 0:
             let_rank0_report_first()
             self.exit(2)
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"cnnbench: error: {message} (see {self.prog} --help)\n")
 
 
 def _number(kind, strictly_positive: bool):
@@ -168,12 +178,20 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"--loader dali: CPU threads per rank (default: {dd.loader_threads})")
     g.add_argument("--prefetch", type=pos_int,
                    help=f"--loader dali: batches prepared ahead per rank (default: {dd.prefetch})")
-    g.add_argument("--image-size", type=pos_int, help=f"synthetic data: image side (default: {dd.image_size})")
-    g.add_argument("--num-classes", type=pos_int, help=f"synthetic data: classes (default: {dd.num_classes})")
+    g.add_argument("--image-size", type=pos_int,
+                   help="synthetic data: image side (default: the arch's own, 32 for the CIFAR nets, the native crop "
+                        "of an ImageNet net, e.g. 224)")
+    g.add_argument("--num-classes", type=pos_int,
+                   help="synthetic data: classes (default: 10 for the CIFAR nets, 1000 for ImageNet nets)")
     g.add_argument("--synthetic-train-size", type=pos_int,
-                   help=f"synthetic data: training images per epoch (default: {dd.synthetic_train_size})")
+                   help="synthetic data: training images per epoch, all processes (default: --steps batches per "
+                        "process, else 10 on a CPU, 100 on a GPU: a CIFAR net's CPU run takes about a minute)")
     g.add_argument("--synthetic-val-size", type=pos_int,
-                   help=f"synthetic data: validation images (default: {dd.synthetic_val_size})")
+                   help="synthetic data: validation images, all processes (default: 2 batches per process)")
+    g.add_argument("--steps", type=pos_int,
+                   help="training steps per epoch and process, warm-up included, on any data set (an epoch ends "
+                        "there); for synthetic data also its size: a throughput run needs no arithmetic "
+                        "(default: the whole data set)")
     g.add_argument("--dropout", type=nonneg_float, help="dropout rate, for nets that have one (e.g. wrn-*)")
 
     g = p.add_argument_group("optimisation (SGD with momentum)")
@@ -204,8 +222,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup-steps", type=nonneg_int,
                    help=f"steps at each epoch start left out of images/s (default: {D.warmup_steps})")
     g.add_argument("--window-steps", type=pos_int,
-                   help=f"steps per timing window; images/s median and spread are over windows "
-                        f"(default: {D.window_steps})")
+                   help="steps per timing window; images/s median and spread are over windows (default: about a "
+                        "tenth of an epoch's timed steps, at most 20, so that short runs get a spread too)")
     g.add_argument("--sgd-impl", choices=SGD_IMPLS,
                    help=f"SGD kernels; auto = fused (one kernel for all parameters) on CUDA, torch's for-loop on "
                         f"CPU (default: {D.sgd_impl})")
@@ -225,6 +243,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--system-metrics", action=argparse.BooleanOptionalAction,
                    help="MLflow system metrics (CPU, memory, GPU utilisation, GPU memory, power), recorded by "
                         "one process per node (default: on for multi-process jobs)")
+
+    g = p.add_argument_group("time to accuracy (MLPerf-style)")
+    g.add_argument("--target-top1-err", type=nonneg_float, metavar="PCT",
+                   help="the first epoch whose top-1 validation error is at or below PCT logs time_to_target_s "
+                        "(training seconds, evaluation apart in eval_time_to_target_s), epochs_to_target and "
+                        "images_to_target; the tag cnnbench.target says whether and when it was reached")
+    g.add_argument("--stop-at-target", action="store_true",
+                   help="end the run FINISHED at the epoch that reaches --target-top1-err")
 
     g = p.add_argument_group("checkpoints and tracking")
     g.add_argument("--checkpoint-dir", help=f"checkpoints go to DIR/<run id>/ (default: {D.checkpoint_dir})")

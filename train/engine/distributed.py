@@ -1,14 +1,17 @@
 """The distribution seam: where the process sits in the job, and the collective operations it needs.
 
 The engine talks only to a ``Distributed`` object: ``SingleProcess``, ``TorchDDP`` (torchrun) or
-``Horovod`` (horovodrun). Each has ``ctx`` and the same five methods; the engine never imports
+``Horovod`` (horovodrun). Each has ``ctx`` and the same six methods; the engine never imports
 torch.distributed or horovod itself.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
+import sys
+import tempfile
 import time
 
 import torch
@@ -50,6 +53,10 @@ class SingleProcess:
 
     def broadcast_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         pass
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank: ranks evaluate the model rank 0
+        checkpoints, not each its own statistics."""
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
@@ -99,6 +106,12 @@ class TorchDDP(SingleProcess):
     def broadcast_state(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """DDP broadcasts parameters and buffers when it wraps; a resumed optimizer is the same file on every rank."""
 
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        # DDP broadcasts rank 0's buffers at the start of each training forward, then every rank updates its own
+        # copy: after an epoch they differ. Doing here what the next forward would do changes no training step.
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         torch.distributed.all_reduce(tensor)
         return tensor
@@ -107,8 +120,17 @@ class TorchDDP(SingleProcess):
         torch.distributed.barrier()
 
 
-def torchrun_ddp(backend: str, device: str, sync_bn: bool, timeout_s: float = 1800) -> TorchDDP:
-    """Join the process group described by torchrun's environment (NCCL on CUDA, gloo on CPU by default)."""
+CONNECT_TIMEOUT_S = 300.0  # joining the process group; collectives afterwards wait up to COLLECTIVE_TIMEOUT_S
+COLLECTIVE_TIMEOUT_S = 1800.0
+
+
+def torchrun_ddp(backend: str, device: str, sync_bn: bool, connect_timeout_s: float = CONNECT_TIMEOUT_S,
+                 timeout_s: float = COLLECTIVE_TIMEOUT_S) -> TorchDDP:
+    """Join the process group described by torchrun's environment (NCCL on CUDA, gloo on CPU by default).
+
+    A rank that cannot join within ``connect_timeout_s`` (a peer that never starts, a store or address that
+    cannot be reached) stops with one line naming the cause, not after the collectives' 30-minute timeout.
+    """
     missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
     if missing:
         raise UsageError(f"not started by torchrun ({', '.join(missing)} unset): run "
@@ -121,10 +143,57 @@ def torchrun_ddp(backend: str, device: str, sync_bn: bool, timeout_s: float = 18
         raise UsageError("--backend nccl needs CUDA devices; use --backend gloo on CPU")
     if sync_bn and dev.type != "cuda":
         raise UsageError("--sync-bn needs CUDA devices: torch's SyncBatchNorm runs on GPU only")
-    torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s),
-                                         device_id=dev if dev.type == "cuda" else None)
+    connect = datetime.timedelta(seconds=connect_timeout_s)
+    try:
+        with _native_stderr_held_back():
+            torch.distributed.init_process_group(backend, store=_this_rounds_store(rank, world, connect), rank=rank,
+                                                 world_size=world, timeout=connect,
+                                                 device_id=dev if dev.type == "cuda" else None)
+    except RuntimeError as err:  # torch.distributed's DistError, and gloo's and NCCL's failures to connect
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RankError(f"rank {rank} of {world} could not join the job's process group (store "
+                        f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}) within {connect_timeout_s:g} s: "
+                        f"{first} (did every rank start? is MASTER_ADDR an address every node reaches? "
+                        f"GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME choose the interface)") from None
+    # torch.distributed.set_timeout is torch 2.14's; the torch releases before it that setup.cfg allows have it private
+    set_timeout = getattr(torch.distributed, "set_timeout", None) or torch.distributed.distributed_c10d._set_pg_timeout
+    set_timeout(datetime.timedelta(seconds=timeout_s))
     ctx = DistContext(rank, local_rank, world, dev, backend, "ddp", os.environ.get("TORCHELASTIC_RUN_ID"))
     return TorchDDP(ctx, sync_bn)
+
+
+@contextlib.contextmanager
+def _native_stderr_held_back():
+    """torch's C++ side writes every failed connection attempt to stderr, stack trace included, whatever Python
+    does with the error. While joining, that output is held back: written out when joining succeeds, dropped
+    when it fails, where one line says why."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)
+        sys.stderr.buffer.write(held.read())
+        sys.stderr.flush()
+
+
+def _this_rounds_store(rank: int, world: int, timeout: datetime.timedelta) -> torch.distributed.Store:
+    """torchrun's key-value store at MASTER_ADDR:MASTER_PORT, under a key prefix of this round of the job.
+
+    torchrun's agent serves one store for the whole job (TORCHELASTIC_USE_AGENT_STORE) and torch's own env://
+    set-up uses it without a prefix, so the workers of a restart find the keys the round before them left:
+    gloo reads a killed worker's address for its peer's and fails to connect, or waits out the whole timeout
+    for a connection that never comes. A prefix per TORCHELASTIC_RESTART_COUNT gives each round keys of its own.
+    """
+    agent_serves = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                                       is_master=rank == 0 and not agent_serves, timeout=timeout, multi_tenant=True)
+    return torch.distributed.PrefixStore(f"cnnbench/round-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 class Horovod(SingleProcess):
@@ -141,6 +210,11 @@ class Horovod(SingleProcess):
         self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
         if optimizer.state:  # resumed; an empty state Horovod would fill by a zero-gradient step, which
             self.hvd.broadcast_optimizer_state(optimizer, root_rank=0)  # weight decay makes a real update
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        # Horovod never syncs buffers after the start: each rank's running statistics follow its own batches.
+        # They do not enter training (BatchNorm normalises by batch statistics there), only evaluation.
+        self.hvd.broadcast_parameters(list(model.named_buffers()), root_rank=0)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.hvd.allreduce(tensor, op=self.hvd.Sum)

@@ -1,6 +1,7 @@
 """What a run ran on: versions, hardware and the code's git commit, as MLflow params."""
 from __future__ import annotations
 
+import getpass
 import platform
 import socket
 import subprocess
@@ -12,18 +13,38 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _git(*args: str, repo: Path = REPO) -> str | None:
+    """A git command's output in the cnnbench checkout; None outside one, or where git cannot tell."""
+    try:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def git_sha(repo: Path = REPO) -> str:
     """HEAD's commit, with '-dirty' when tracked files differ from it; 'unknown' outside a checkout."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip()
-
-    try:
-        sha = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
+    sha = _git("rev-parse", "HEAD", repo=repo)
+    dirty = _git("status", "--porcelain", "--untracked-files=no", repo=repo)
+    if sha is None or dirty is None:
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name in the environment and none for this uid (some containers)
+        return None
+
+
+def mlflow_source_tags(repo: Path = REPO) -> dict[str, str]:
+    """The tags MLflow itself defines for where a run comes from, so that its UI shows them: the user, and the
+    commit, branch and repository of the code (those git cannot tell are left out)."""
+    tags = {"mlflow.user": _user(), "mlflow.source.git.commit": _git("rev-parse", "HEAD", repo=repo),
+            "mlflow.source.git.branch": _git("rev-parse", "--abbrev-ref", "HEAD", repo=repo),
+            "mlflow.source.git.repoURL": _git("config", "--get", "remote.origin.url", repo=repo)}
+    return {key: value for key, value in tags.items() if value}
 
 
 def _version(package: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -15,7 +14,8 @@ from train.engine.checkpoint import find_checkpoint, load_checkpoint
 from train.engine.config import LR_SCALINGS, OneLineErrorParser, TrainConfig, config_from_args, get_args_parser, pos_int
 from train.engine.distributed import launched_rank, launched_world_size, let_rank0_report_first
 from train.engine.measure import format_pct
-from train.errors import RankError, RunFault, UsageError
+from train.engine.signals import raise_on_sigterm
+from train.errors import RankError, RunFault, Terminated, UsageError
 
 log = logging.getLogger("cnnbench")
 
@@ -41,9 +41,10 @@ def exit_on_usage_error(main: Callable[[], int]) -> None:
         if launched_rank() == 0:
             print(f"cnnbench: training stopped: {fault}", file=sys.stderr)
         code = 1
-    except KeyboardInterrupt:
-        print("cnnbench: interrupted", file=sys.stderr)
-        code = 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"cnnbench: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        code = 143 if terminated else 130
     sys.exit(code)
 
 
@@ -100,20 +101,12 @@ def setup_logging(is_main: bool) -> None:
         log.addHandler(logging.NullHandler())
 
 
-def raise_keyboard_interrupt_on_sigterm() -> None:
-    """Schedulers stop jobs with SIGTERM: treat it like Ctrl-C, so the run is closed as KILLED."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
-
-
-def train_and_report(cfg: TrainConfig, dist, checkpoint: dict | None) -> int:
-    """Run the engine; on rank 0 print the summary table and how to look at the run."""
+def train_and_report(cfg: TrainConfig, dist, checkpoint: dict | None, run_id: str | None = None) -> int:
+    """Run the engine (``run_id``: reopen that run, see ``loop.run``); on rank 0 print the summary table and how to
+    look at the run."""
     setup_logging(dist.ctx.is_main)
-    raise_keyboard_interrupt_on_sigterm()
-    summary = loop.run(cfg, dist, checkpoint)
+    raise_on_sigterm()
+    summary = loop.run(cfg, dist, checkpoint, run_id)
     if dist.ctx.is_main:
         print(format_summary(cfg, summary))
     return 0
@@ -132,13 +125,22 @@ def format_summary(cfg: TrainConfig, s) -> str:
                            f"data wait {format_pct(100 * m['data_wait_frac'])})"),
         ("parameters", f"{m['num_params'] / 1e6:.3f} M"),
         ("forward FLOPs/image", f"{m['flops_per_image'] / 1e6:.1f} M"),
-        ("peak memory", f"{m['peak_mem_mb']:.0f} MiB"),
-        ("wall time", f"{m['train_time_s']:.1f} s"),
+        ("peak memory", f"{m['peak_mem_mib']:.0f} MiB"),
+        ("training time", f"{m['train_time_s']:.1f} s (the epochs' training and evaluation, start-up left out)"),
+        *([("time to target", _time_to_target(cfg, m))] if cfg.target_top1_err is not None else []),
         ("last checkpoint", str(s.checkpoint)),
     ]
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
     return f"\ncnnbench summary\n{table}\n\nLook at it in the MLflow UI:\n  {mlflow_ui_command(s.tracking_uri)}\n"
+
+
+def _time_to_target(cfg: TrainConfig, m: dict) -> str:
+    target = f"top-1 error <= {cfg.target_top1_err:g} %"
+    if "time_to_target_s" not in m:
+        return f"not reached ({target})"
+    return (f"{m['time_to_target_s']:.1f} s of training, {m['epochs_to_target']:.0f} epochs, "
+            f"{m['images_to_target']:.0f} images ({target}; evaluation {m['eval_time_to_target_s']:.1f} s apart)")
 
 
 def mlflow_ui_command(uri: str) -> str:

@@ -1,11 +1,18 @@
 """The one training engine: every launcher builds a ``Distributed`` seam and calls ``run``.
 
-Reads top to bottom: ``run`` sets up data, model, optimiser, tracking and resumption, then loops over
-``train_one_epoch`` and ``evaluate``. Rank-dependent behaviour (tracking, checkpoints, progress bars,
-logs) is decided once in ``run``; the loop itself never asks which rank it is on.
+Reads top to bottom: ``run`` sets up data, model, optimiser, tracking and resumption, then ``_train_epochs`` loops
+over ``train_one_epoch``, ``evaluate``, checkpoint and log. Rank-dependent behaviour (tracking, checkpoints,
+progress bars, logs) is decided once in ``run``; the loop itself never asks which rank it is on.
+
+Whatever happens to a job, its figures are the job's: the schedule follows the settings a run is resumed with
+(``builders.build_scheduler``); run-level figures (``train_time_s``, ``peak_mem_mib``, time to target) carry over
+in the checkpoint from one segment of a stopped, resumed or restarted run to the next; validation scores the model
+rank 0 checkpoints (its BatchNorm statistics on every rank); throughput, its windows and fp16's skipped steps are
+the job's, not rank 0's times the world size.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -37,27 +44,69 @@ from train.engine.builders import (
     maybe_compile,
     scaled_lr,
     sgd_impl,
+    synthetic_like_the_arch,
 )
 from train.engine.checkpoint import remember_job_run, save_checkpoint
 from train.engine.config import TrainConfig
 from train.engine.distributed import gather_per_rank
-from train.engine.environment import environment_params
-from train.engine.measure import EpochTimer, EpochTiming, format_pct, peak_memory_mb
+from train.engine.environment import environment_params, mlflow_source_tags
+from train.engine.measure import (
+    EpochTimer,
+    EpochTiming,
+    Window,
+    format_pct,
+    full_batch_steps,
+    job_windows,
+    median_and_spread,
+    peak_memory_mib,
+    reset_peak_memory,
+    steady_rates,
+    window_series,
+)
 from train.engine.mfu import job_peak, mfu_pct
 from train.engine.schema import PARAM_NAMES
+from train.engine.signals import raise_if_terminated
 from train.engine.tracking import make_tracker, record_system_metrics, system_metrics_on, tracking_uri
 from train.errors import RankError, RunFault, UsageError
 from train.models import count_parameters, forward_flops_per_image
 
 log = logging.getLogger("cnnbench")
 
+TARGET_TAG = "cnnbench.target"
+RESUME_TAG = "cnnbench.resumed.epoch-{epoch}"
+
+
 @dataclass
 class TrainState:
-    """What a checkpoint restores besides model, optimiser and schedule."""
+    """What a checkpoint restores besides model, optimiser and loss scaler: where the run is, and the run-level
+    figures so far, which a resumed or restarted run goes on counting."""
 
     epoch: int = 0  # epochs completed
     best_val_top1_err: float = math.inf
     run_id: str | None = None
+    train_seconds: float = 0.0  # epoch_time_s summed over the run's epochs
+    eval_seconds: float = 0.0  # eval_time_s summed likewise
+    images: int = 0  # training images processed, all ranks
+    peak_mem_mib: float = 0.0  # the most any rank held in any epoch so far
+    target: dict | None = None  # the time-to-target metrics, from the epoch that reached --target-top1-err
+
+
+@dataclass
+class Training:
+    """What trains, built once per job."""
+
+    model: nn.Module  # unwrapped: what rank 0 checkpoints
+    eval_model: nn.Module  # the same model (compiled if asked): evaluation bypasses DDP, ranks' batch counts differ
+    step: Step  # the wrapped model, the optimizer that steps (under Horovod its own object) and the loss scaler
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    state: TrainState
+
+
+@dataclass
+class EpochResult:
+    metrics: dict  # the epoch's logged metrics
+    window_rates: list[float]  # the job's full timing windows, images/s
+    images: int  # training images processed, all ranks
 
 
 @dataclass
@@ -69,16 +118,19 @@ class RunSummary:
     checkpoint: Path | None
 
 
-def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
-    """Train ``cfg`` on the process set of ``dist``; ``checkpoint`` is a loaded payload to resume."""
+def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | None = None) -> RunSummary:
+    """Train ``cfg`` on the process set of ``dist``; ``checkpoint`` is a loaded payload to resume; ``run_id``
+    reopens that MLflow run from epoch 1 (a torchrun job restarted before its first checkpoint)."""
     ctx = dist.ctx
     uri = tracking_uri(cfg.tracking_uri)
-    tracker = make_tracker(ctx.is_main, uri, cfg.experiment, checkpoint["run_id"] if checkpoint else None,
-                           cfg.tracking_grace_s)
+    run_id = checkpoint["run_id"] if checkpoint else run_id
+    # a torchrun job notes its run as soon as it exists: restarted workers reopen it, whenever they were killed
+    note_job_run = partial(remember_job_run, Path(cfg.checkpoint_dir), ctx.job_id) if ctx.job_id else None
+    tracker = make_tracker(ctx.is_main, uri, cfg.experiment, run_id, cfg.tracking_grace_s, note_job_run)
     # rank 0 alone talks to the tracking store and writes checkpoints
     _check_before_work(dist, lambda: tracker.probe() or _unwritable(cfg.checkpoint_dir) if ctx.is_main else None)
     _configure_torch(cfg, ctx.device)
-    cfg, batch_search = fit_batch_size(cfg, dist)
+    cfg, batch_search = fit_batch_size(synthetic_like_the_arch(cfg), dist)
     peak = job_peak(dist, AMP_DTYPES[cfg.precision] or torch.float32, cfg.peak_tflops, cfg.peak_cache)
     torch.manual_seed(cfg.data.seed)
     loaders = build_loaders(cfg.data, ctx)
@@ -87,73 +139,141 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None) -> RunSummary:
     complexity = {"num_params": count_parameters(model), "flops_per_image": _flops(model, cfg, spec)}
     model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
     _check_before_work(dist, lambda: _short_of_disk(cfg.checkpoint_dir, model) if ctx.is_main else None)
+    training = _prepare(cfg, dist, model, checkpoint)
 
-    optimizer = build_optimizer(model, cfg, ctx.world_size, ctx.device)
-    scheduler = build_scheduler(optimizer, cfg)
-    scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
-    state = _restore(checkpoint, model, optimizer, scheduler, scaler) if checkpoint else TrainState()
-    if state.epoch >= cfg.epochs:
-        raise UsageError(f"the checkpoint is at epoch {state.epoch} of {cfg.epochs}: nothing left to train "
-                         f"(give a larger --epochs to train further)")
-    dist.broadcast_state(model, optimizer)
-
-    wrapped = dist.wrap_model(model)  # DDP wraps before compiling, so compile sees its bucketing
-    eval_model = maybe_compile(model, cfg)  # evaluation bypasses DDP: ranks may hold unequal batch counts
-    train_model = eval_model if wrapped is model else maybe_compile(wrapped, cfg)
-    step = Step(train_model, dist.wrap_optimizer(optimizer), scaler, autocast(cfg.precision, ctx.device),
-                StepBreakdown(ctx.device, cfg.breakdown_every, cfg.warmup_steps, wrapped))
-
-    run_name = cfg.run_name or f"{cfg.arch}-{spec.name}-{ctx.launcher}"
+    run_name = cfg.run_name or _default_run_name(cfg, ctx, spec)
     system_metrics = system_metrics_on(cfg.system_metrics, ctx.world_size)
     params = {**_run_params(cfg, ctx, spec, arch_resolved), "sgd_impl": sgd_impl(cfg, ctx.device),
               "batch_size_search": batch_search, "peak_tflops": peak.tflops, "peak_tflops_source": peak.source,
               "system_metrics": system_metrics}
-    last_ckpt = None
-    started = time.perf_counter()
+    tags = {**mlflow_source_tags(), **cfg.run_tags, **(_resume_tags(checkpoint, cfg) if checkpoint else {})}
+    state = training.state
     # however it ends, the run is closed with a status
-    with tracker.run(run_name, params, cfg.to_dict(), cfg.run_tags) as end, \
-            record_system_metrics(dist, tracker.run_id, uri, system_metrics, resumed=checkpoint is not None):
+    with tracker.run(run_name, params, cfg.to_dict(), tags) as end, \
+            record_system_metrics(dist, tracker.run_id, uri, system_metrics, resumed=run_id is not None):
         state.run_id = tracker.run_id
         ckpt_dir = Path(cfg.checkpoint_dir) / str(state.run_id)
         save = partial(save_checkpoint, ckpt_dir) if ctx.is_main else (lambda epoch, payload: None)
         tracker.keep_undelivered_in(ckpt_dir)
         if checkpoint is None:
             tracker.log_metrics(complexity, step=0)
+            tracker.log_dataset(spec)
         else:  # a job killed between its last checkpoint and that epoch's metrics must not lose them
-            tracker.ensure_logged(checkpoint.get("epoch_metrics", {}), step=checkpoint["epoch"])
-        if ctx.is_main and ctx.job_id:
-            remember_job_run(Path(cfg.checkpoint_dir), ctx.job_id, state.run_id)
+            tracker.ensure_logged(checkpoint.get("epoch_metrics", {}), step=checkpoint["epoch"],
+                                  series=checkpoint.get("epoch_series"))
         log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
                  cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
                  spec.name, spec.train_size, spec.val_size, state.run_id)
-        for epoch in range(state.epoch + 1, cfg.epochs + 1):
-            _seed_epoch(cfg.data.seed, epoch)
-            loaders.train.set_epoch(epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            try:
-                train = train_one_epoch(step, loaders.train, cfg, dist, _progress(ctx, epoch, cfg.epochs))
-            except RunFault as fault:
-                raise RunFault(f"epoch {epoch}: {fault}") from None
-            val = evaluate(eval_model, loaders.val, step.autocast, dist, spec)
-            scheduler.step()
-            state.epoch = epoch
-            state.best_val_top1_err = min(state.best_val_top1_err, val["val_top1_err"])
-            metrics = {**train, **val, "lr": lr, "mfu_pct": mfu_pct(complexity["flops_per_image"],
-                                                                    train["train_images_per_sec"], peak.tflops,
-                                                                    ctx.world_size)}
-            # checkpoint first: a job killed in between re-logs this epoch from the checkpoint when it resumes,
-            # while metrics logged first would be logged twice by the epoch's rerun
-            last_ckpt = save(epoch, _payload(cfg, state, metrics, model, optimizer, scheduler, scaler))
-            tracker.log_metrics(metrics, step=epoch)
-            _log_epoch(epoch, cfg.epochs, metrics)
-            if epoch == cfg.stop_after:
-                end.status = "KILLED"
-                end.reason = (f"stopped after epoch {epoch} of {cfg.epochs} (--stop-after); "
-                              f"continue with --resume {ckpt_dir}")
-                break
-        run_metrics = _run_metrics(metrics, state, ctx.device, time.perf_counter() - started)
+        epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peak_tflops=peak.tflops,
+                                flops=complexity["flops_per_image"])
+        reset_peak_memory(ctx.device)  # start-up probes (batch search, peak FLOP/s) are no part of the run
+        metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir)
+        run_metrics = _run_metrics(metrics, state)
         tracker.log_metrics(run_metrics, step=0)
-    return RunSummary(state.run_id, end.status, uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
+        if cfg.target_top1_err is not None:
+            tracker.set_tags({TARGET_TAG: _target_sentence(cfg, state)})
+    return RunSummary(state.run_id, end.outcome(), uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
+
+
+def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None) -> Training:
+    """Optimiser, loss scaler and schedule, restored from ``checkpoint`` when resuming, and the step that trains."""
+    ctx = dist.ctx
+    # the optimizer that steps is the one whose state is checkpointed: Horovod's wrapper is a new object with
+    # its own momentum buffers
+    optimizer = dist.wrap_optimizer(build_optimizer(model, cfg, ctx.world_size, ctx.device))
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=cfg.precision == "fp16")
+    if scaler.is_enabled() and ctx.device.type == "cuda" and sgd_impl(cfg, ctx.device) != "fused":
+        log.warning("fp16 with --sgd-impl %s: torch's loss scaler reads its inf check on the host before every "
+                    "update, a device synchronisation per step; fused SGD (the default on CUDA) skips on the "
+                    "device", sgd_impl(cfg, ctx.device))
+    state = _restore(checkpoint, model, optimizer, scaler) if checkpoint else TrainState()
+    if state.epoch >= cfg.epochs:
+        raise UsageError(f"the checkpoint is at epoch {state.epoch} of {cfg.epochs}: nothing left to train "
+                         f"(give a larger --epochs to train further)")
+    scheduler = build_scheduler(optimizer, cfg, ctx.world_size, epochs_done=state.epoch)
+    dist.broadcast_state(model, optimizer)
+
+    wrapped = dist.wrap_model(model)  # DDP wraps before compiling, so compile sees its bucketing
+    eval_model = maybe_compile(model, cfg)
+    train_model = eval_model if wrapped is model else maybe_compile(wrapped, cfg)
+    step = Step(train_model, optimizer, scaler, autocast(cfg.precision, ctx.device),
+                StepBreakdown(ctx.device, cfg.breakdown_every, cfg.warmup_steps, wrapped))
+    return Training(model, eval_model, step, scheduler, state)
+
+
+def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], EpochResult], tracker, save,
+                  end, ckpt_dir: Path) -> tuple[dict, Path | None]:
+    """The remaining epochs of the schedule; every epoch checkpointed, then logged. Stops early at --stop-after,
+    or at the target with --stop-at-target."""
+    state, metrics, last_ckpt = t.state, {}, None
+    for epoch in range(state.epoch + 1, cfg.epochs + 1):
+        result = epoch_figures(epoch)
+        metrics = result.metrics
+        _count(state, epoch, result)
+        reached = _reaches_target(cfg, state, metrics["val_top1_err"], epoch)
+        series = window_series(epoch, result.window_rates)
+        # checkpoint first: a job killed in between re-logs this epoch from the checkpoint when it resumes,
+        # while metrics logged first would be logged twice by the epoch's rerun
+        last_ckpt = save(epoch, _payload(cfg, t, metrics, series))
+        tracker.log_metrics(metrics, step=epoch, series=series)
+        _log_epoch(epoch, cfg.epochs, metrics)
+        if reached:
+            tracker.log_metrics(state.target, step=0)
+            tracker.set_tags({TARGET_TAG: _target_sentence(cfg, state)})
+        if reached and cfg.stop_at_target:
+            end.reason = f"reached the target at epoch {epoch} of {cfg.epochs} (--stop-at-target)"
+            break
+        if epoch == cfg.stop_after:
+            end.status = "KILLED"
+            end.reason = (f"stopped after epoch {epoch} of {cfg.epochs} (--stop-after); "
+                          f"continue with --resume {ckpt_dir}")
+            break
+    return metrics, last_ckpt
+
+
+def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peak_tflops: float, flops: int) -> EpochResult:
+    """Train one epoch and evaluate the model rank 0 checkpoints; the figures are the job's."""
+    _seed_epoch(cfg.data.seed, epoch, dist.ctx.rank)
+    loaders.train.set_epoch(epoch)
+    lr = t.step.optimizer.param_groups[0]["lr"]
+    try:
+        result = train_one_epoch(t.step, loaders.train, cfg, dist, _progress(dist.ctx, epoch, cfg.epochs))
+    except RunFault as fault:
+        raise RunFault(f"epoch {epoch}: {fault}") from None
+    dist.broadcast_buffers(t.model)
+    val = evaluate(t.eval_model, loaders.val, t.step.autocast, dist, loaders.spec)
+    t.scheduler.step()
+    t.state.peak_mem_mib = max(t.state.peak_mem_mib, *(row[0] for row in gather_per_rank(
+        dist, [peak_memory_mib(dist.ctx.device)])))
+    result.metrics.update(val, lr=lr, mfu_pct=mfu_pct(flops, result.metrics["train_images_per_sec"], peak_tflops,
+                                                      dist.ctx.world_size))
+    return result
+
+
+def _count(state: TrainState, epoch: int, result: EpochResult) -> None:
+    m = result.metrics
+    state.epoch = epoch
+    state.best_val_top1_err = min(state.best_val_top1_err, m["val_top1_err"])
+    state.train_seconds += m["epoch_time_s"]
+    state.eval_seconds += m["eval_time_s"]
+    state.images += result.images
+
+
+def _reaches_target(cfg: TrainConfig, state: TrainState, val_top1_err: float, epoch: int) -> bool:
+    """True at the first epoch whose error is at or below --target-top1-err; its figures go to ``state.target``."""
+    if cfg.target_top1_err is None or state.target is not None or val_top1_err > cfg.target_top1_err:
+        return False
+    state.target = {"time_to_target_s": state.train_seconds, "eval_time_to_target_s": state.eval_seconds,
+                    "epochs_to_target": epoch, "images_to_target": state.images}
+    return True
+
+
+def _target_sentence(cfg: TrainConfig, state: TrainState) -> str:
+    target = f"{cfg.target_top1_err:g} %"
+    if state.target is not None:
+        return (f"reached at epoch {state.target['epochs_to_target']} after "
+                f"{state.target['time_to_target_s']:.1f} s of training: top-1 error <= {target}")
+    return f"not reached in {state.epoch} epochs: best top-1 error {state.best_val_top1_err:.2f} % > {target}"
 
 
 def _check_before_work(dist, find_problem: Callable[[], str | None]) -> None:
@@ -184,7 +304,7 @@ def _short_of_disk(folder: str, model: nn.Module) -> str | None:
     return None
 
 
-def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) -> dict:
+def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) -> EpochResult:
     """One pass over this rank's training shard; sums are reduced over ranks, then divided."""
     step.model.train()
     sums = torch.zeros(2, dtype=torch.float64, device=dist.ctx.device)  # loss sum, top-1 correct
@@ -192,19 +312,23 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
     timer = EpochTimer(dist.ctx.device, cfg.warmup_steps, cfg.window_steps,
                        on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False))
     faults = NonFiniteWatch(dist.ctx.device, step.scaler)
+    steps = min(len(loader), cfg.data.steps or len(loader))
+    timed = full_batch_steps(min(loader.num_samples, steps * cfg.data.batch_size), cfg.data.batch_size)
     with progress:
-        sampled = step.breakdown.iterate(loader, len(loader))
-        for i, (images, labels) in enumerate(timer.iterate(sampled, len(loader))):
+        sampled = step.breakdown.iterate(loader, steps, timed)
+        for i, (images, labels) in enumerate(timer.iterate(sampled, steps, timed)):
+            raise_if_terminated()
             loss, logits = step(images, labels)
             faults.observe(loss, i)
             sums += torch.stack([loss * len(labels), (logits.argmax(1) == labels).sum()])
             seen += len(labels)
             progress.update()
     faults.raise_if_any(dist)
-    (loss_sum, correct, skipped), n = _reduce(dist, torch.cat([sums, faults.skipped[None]]), seen)
-    return {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), "amp_skipped_steps": skipped,
-            **_throughput(timer.timing, dist),
-            **step.breakdown.summary(dist, timer.timing)}
+    (loss_sum, correct), n = _reduce(dist, sums, seen)
+    throughput, rates = _job_throughput(timer.timing, faults.skipped, dist)
+    metrics = {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **throughput,
+               **step.breakdown.summary(dist, timer.timing)}
+    return EpochResult(metrics, rates, n)
 
 
 class NonFiniteWatch:
@@ -265,29 +389,42 @@ def _reduce(dist, sums: torch.Tensor, seen: int) -> tuple[list[float], int]:
     return totals, int(n)
 
 
-def _throughput(timing: EpochTiming, dist) -> dict:
-    """Job images/s = steady-state images of all ranks / the slowest rank's steady-state wall seconds."""
-    world = dist.ctx.world_size
-    images, seconds, wait = zip(*gather_per_rank(dist, [timing.images, timing.seconds, timing.data_wait]))
-    wall = max(seconds)
-    rate = sum(images) / wall if wall > 0 else float("nan")
+def _job_throughput(timing: EpochTiming, skipped: torch.Tensor, dist) -> tuple[dict, list[float]]:
+    """The job's figures from every rank's timing, in one gather: images/s = all ranks' steady-state images / the
+    slowest rank's steady-state seconds; median and spread over the job's windows; the epoch's time, the slowest
+    rank's; the steps fp16's scaler skipped, which every rank skips alike (the most any rank skipped, not their
+    sum)."""
+    ranks = gather_per_rank(dist, [timing.images, timing.seconds, timing.data_wait, skipped, timing.epoch_seconds,
+                                   *(x for w in timing.windows for x in (w.images, w.seconds))])
+    images, seconds, wait, skips, epoch_seconds = (sum(r[0] for r in ranks), max(r[1] for r in ranks),
+                                                   sum(r[2] for r in ranks), max(r[3] for r in ranks),
+                                                   max(r[4] for r in ranks))
+    windows = job_windows([[Window(int(img), sec, w.full) for img, sec, w in zip(r[5::2], r[6::2], timing.windows)]
+                           for r in ranks])
+    rates = steady_rates(windows)
+    median, spread = median_and_spread(rates)
+    rate = images / seconds if seconds > 0 else math.nan
+    busy = sum(r[1] for r in ranks)
     return {
         "train_images_per_sec": rate,
-        "train_images_per_sec_per_worker": rate / world,
-        "train_images_per_sec_median": timing.median_images_per_sec * world,
-        "train_images_per_sec_spread": timing.spread_pct,
-        "epoch_time_s": timing.epoch_seconds,
-        "data_wait_frac": sum(wait) / sum(seconds) if sum(seconds) > 0 else float("nan"),
-    }
+        "train_images_per_sec_per_worker": rate / dist.ctx.world_size,
+        "train_images_per_sec_median": median,
+        "train_images_per_sec_spread": spread,
+        "epoch_time_s": epoch_seconds,
+        "data_wait_frac": wait / busy if busy > 0 else math.nan,
+        "amp_skipped_steps": skips,
+    }, rates
 
 
-def _run_metrics(last: dict, state: TrainState, device: torch.device, seconds: float) -> dict:
+def _run_metrics(last: dict, state: TrainState) -> dict:
+    """The run's figures: over all its epochs, across the segments of a stopped and resumed or restarted run."""
     return {
         "best_val_top1_err": state.best_val_top1_err,
         "final_val_top1_err": last["val_top1_err"],
         "final_val_top5_err": last["val_top5_err"],
-        "peak_mem_mb": peak_memory_mb(device),
-        "train_time_s": seconds,
+        "peak_mem_mib": state.peak_mem_mib,
+        "train_time_s": state.train_seconds + state.eval_seconds,
+        **(state.target or {}),
     }
 
 
@@ -301,16 +438,16 @@ def _configure_torch(cfg: TrainConfig, device: torch.device) -> None:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = not cfg.deterministic  # autotuning may pick other kernels per run
         torch.backends.cudnn.deterministic = cfg.deterministic
-        torch.cuda.reset_peak_memory_stats(device)
 
 
-def _seed_epoch(seed: int, epoch: int) -> None:
-    """Every random draw of an epoch (dropout, augmentation in the main process) follows from (seed, epoch),
-    so a run resumed at epoch k repeats exactly what an uninterrupted run did."""
-    s = seed * 1_000_003 + epoch
+def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Every random draw of an epoch on a rank (dropout, augmentation in the main process) follows from (seed,
+    epoch, rank): ranks draw different dropout masks, as the processes of one global batch must, and a run resumed
+    at epoch k repeats exactly what an uninterrupted one did."""
+    s = int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
     torch.manual_seed(s)
     random.seed(s)
-    np.random.seed(s % 2**32)
+    np.random.seed(s)
 
 
 def _flops(model: nn.Module, cfg: TrainConfig, spec: DatasetSpec) -> int:
@@ -338,8 +475,9 @@ def _log_epoch(epoch: int, epochs: int, m: dict) -> None:
 
 
 def _run_params(cfg: TrainConfig, ctx, spec: DatasetSpec, arch_resolved: str) -> dict:
-    """The config's settings that the schema declares, then what the job and the data set made of them."""
-    settings = {k: v for k, v in cfg.to_dict().items() if k in PARAM_NAMES}
+    """The config's settings that the schema declares (those left unset omitted), then what the job and the data
+    set made of them."""
+    settings = {k: v for k, v in cfg.to_dict().items() if k in PARAM_NAMES and v not in (None, ())}
     return {
         **settings, "arch_resolved": arch_resolved, "dataset": spec.name, "num_classes": spec.num_classes,
         "image_size": spec.image_size, "train_size": spec.train_size, "val_size": spec.val_size,
@@ -350,22 +488,42 @@ def _run_params(cfg: TrainConfig, ctx, spec: DatasetSpec, arch_resolved: str) ->
     }
 
 
-def _payload(cfg, state: TrainState, epoch_metrics: dict, model, optimizer, scheduler, scaler) -> dict:
+def _default_run_name(cfg: TrainConfig, ctx, spec: DatasetSpec) -> str:
+    """What tells runs apart in MLflow's runs table: ``resnet18 imagenet b128 bf16 nhwc dali ddp×4``."""
+    parts = [cfg.arch, spec.name, f"b{cfg.data.batch_size}", cfg.precision]
+    parts += ["nhwc"] * cfg.data.channels_last + [cfg.data.loader] * (cfg.data.loader != "torch")
+    parts += [f"{ctx.launcher}×{ctx.world_size}"] * (ctx.world_size > 1)
+    return " ".join(parts)
+
+
+def _resume_tags(checkpoint: dict, cfg: TrainConfig) -> dict[str, str]:
+    """MLflow params cannot change, so a resumed run says in a tag which settings now differ from its params:
+    ``cnnbench.resumed.epoch-6 = "epochs: 10 -> 20"``; the schedule follows the new ones."""
+    before, now = checkpoint["config"], cfg.to_dict()
+    changed = [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v and k != "resume"]
+    return {RESUME_TAG.format(epoch=checkpoint["epoch"]): "; ".join(changed) or "no setting changed"}
+
+
+def _payload(cfg: TrainConfig, t: Training, epoch_metrics: dict, epoch_series: dict) -> dict:
     return {
-        "config": cfg.to_dict(), "epoch": state.epoch, "best_val_top1_err": state.best_val_top1_err,
-        "run_id": state.run_id, "epoch_metrics": epoch_metrics,
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+        "config": cfg.to_dict(), "epoch": t.state.epoch, "run_id": t.state.run_id,
+        "state": dataclasses.asdict(t.state), "epoch_metrics": epoch_metrics, "epoch_series": epoch_series,
+        "model": t.model.state_dict(), "optimizer": t.step.optimizer.state_dict(),
+        "scaler": t.step.scaler.state_dict(),
     }
 
 
-def _restore(payload: dict, model, optimizer, scheduler, scaler) -> TrainState:
+def _restore(payload: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler) -> TrainState:
+    """Weights, momentum buffers and loss scale from the checkpoint; the optimizer's settings and the schedule are
+    set afterwards from the config the run resumes with."""
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as err:
         raise UsageError(f"checkpoint does not fit arch {payload['config']['arch']}: "
                          f"{str(err).splitlines()[0]}") from None
     optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
     scaler.load_state_dict(payload["scaler"])
-    return TrainState(payload["epoch"], payload["best_val_top1_err"], payload["run_id"])
+    # checkpoints written before the run-level figures were kept in them hold only these three
+    state = payload.get("state") or {k: payload[k] for k in ("epoch", "best_val_top1_err", "run_id")}
+    return TrainState(**state)

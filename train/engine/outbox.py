@@ -1,9 +1,22 @@
-"""MLflow writes that must not be lost when the tracking server goes away in the middle of a run.
+"""MLflow writes that are never lost, never applied twice and never move a run backwards.
 
-Every write of a run (metrics, params, tags, its end) goes through an ``Outbox``: sent at once when the
-store answers, queued in order when it does not, and retried before each later write. While anything is
-queued it is also kept in a JSON-lines file next to the run's checkpoints, so that a server that never
-comes back costs nothing: ``cnnbench sync FILE`` replays the file into the store later.
+Every write of a run (metrics, params, tags, its config, its status) goes through an ``Outbox``: sent at once
+when the store answers, queued in order when it does not, and retried before each later write. While anything
+is queued it is also kept in a JSON-lines file next to the run's checkpoints; a later segment of the run
+(``--resume``, a torchrun restart) delivers that file first, and ``cnnbench sync FILE`` replays it by hand.
+
+What identifies a write, so that a replay is idempotent:
+- an epoch's metric is its (key, epoch): logged once per run;
+- a run-level figure (step 0) is its (key, timestamp): a replay never logs it over a later one;
+- a param or tag is its key: a replay never sets it again;
+- a status (RUNNING when a segment starts, FINISHED/KILLED/FAILED when it ends) carries its time, kept in the
+  run's ``cnnbench.status_time_ms`` tag: an older one never overwrites a later one.
+Writes whose delivery is uncertain (read from a file, re-sent after a failed attempt, re-logged from a
+checkpoint) are marked ``replay`` and checked against the store before they are sent.
+
+The store's errors are told apart: an outage (no answer, or an answer that it is busy or broken for now: HTTP
+5xx, 429) is waited out; a refusal for good (4xx: a deleted or unknown run, a bad value) stops at once, in one
+line, with the writes kept in the file.
 """
 from __future__ import annotations
 
@@ -17,7 +30,13 @@ from train.errors import UsageError
 
 log = logging.getLogger("cnnbench")
 END_TAG = "cnnbench.end"
+STATUS_TIME_TAG = "cnnbench.status_time_ms"
 OUTBOX_NAME = "mlflow-outbox.jsonl"
+RUNNING = "RUNNING"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def batch(metrics=(), params=None, tags=None) -> dict:
@@ -25,20 +44,101 @@ def batch(metrics=(), params=None, tags=None) -> dict:
     return {"kind": "batch", "metrics": [list(m) for m in metrics], "params": params or {}, "tags": tags or {}}
 
 
-def end(status: str, reason: str) -> dict:
-    return {"kind": "end", "status": status, "reason": reason}
+def status(status: str, reason: str = "") -> dict:
+    """RUNNING when a segment of the run starts; its end status and why when it ends."""
+    return {"kind": "status", "status": status, "reason": reason, "time": now_ms()}
+
+
+def dict_artifact(name: str, content: dict) -> dict:
+    """A JSON artifact of the run, e.g. its resolved config."""
+    return {"kind": "dict", "name": name, "content": content}
+
+
+def dataset_input(name: str, digest: str, source_type: str, source: str, context: str) -> dict:
+    """The data set a run reads, as MLflow's dataset input (the UI's Dataset column); MLflow links a data set of
+    the same name and digest to a run once, so a replay adds nothing."""
+    return {"kind": "dataset", "name": name, "digest": digest, "source_type": source_type, "source": source,
+            "context": context}
+
+
+def is_store_error(err: BaseException) -> bool:
+    """Raised by the store or on the way to it (anything else is a bug and keeps its traceback)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(err, (MlflowException, OSError))
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether trying again can succeed: no answer (MLflow reports a failed connection as HTTP 500), or an
+    answer that the store is busy or broken for now (5xx, 429). A 4xx answer is a refusal for good."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        code = err.get_http_status_code()
+        return code >= 500 or code == 429
+    return isinstance(err, OSError)
+
+
+def describe(err: BaseException) -> str:
+    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def deliver(client, run_id: str, write: dict) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    if write["kind"] == "batch":
+    if write["kind"] == "status":
+        _set_status(client, run_id, write)
+        return
+    if write["kind"] == "dict":
+        client.log_dict(run_id, write["content"], write["name"])
+        return
+    if write["kind"] == "dataset":
+        _log_dataset(client, run_id, write)
+        return
+    if write.get("replay"):
+        write = _not_yet_logged(client, run_id, write)
+    if write["metrics"] or write["params"] or write["tags"]:
         client.log_batch(run_id, metrics=[Metric(*m) for m in write["metrics"]],
                          params=[Param(k, v) for k, v in write["params"].items()],
                          tags=[RunTag(k, v) for k, v in write["tags"].items()])
+
+
+def _log_dataset(client, run_id: str, write: dict) -> None:
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    dataset = Dataset(write["name"], write["digest"], write["source_type"], json.dumps({"uri": write["source"]}))
+    client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", write["context"])])])
+
+
+def _set_status(client, run_id: str, write: dict) -> None:
+    from mlflow.entities import RunTag
+
+    stored = client.get_run(run_id).data.tags.get(STATUS_TIME_TAG)
+    if stored is not None and int(stored) > write["time"]:
+        return  # a later segment of the run has set its status since
+    tags = {STATUS_TIME_TAG: str(write["time"])}
+    if write["status"] != RUNNING:
+        tags[END_TAG] = write["reason"]
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+    if write["status"] == RUNNING:
+        client.update_run(run_id, status=RUNNING)
     else:
-        client.set_tag(run_id, END_TAG, write["reason"])
-        client.set_terminated(run_id, write["status"])
+        client.set_terminated(run_id, write["status"], end_time=write["time"])
+
+
+def _not_yet_logged(client, run_id: str, write: dict) -> dict:
+    """The part of a replayed batch that the store does not hold yet."""
+    data = client.get_run(run_id).data
+    latest = {}  # (key, step) -> the latest timestamp the store holds there
+    for key in {m[0] for m in write["metrics"]}:
+        for m in client.get_metric_history(run_id, key):
+            latest[key, m.step] = max(m.timestamp, latest.get((key, m.step), m.timestamp))
+    # an epoch's (or a window's) value is logged once per run; a run-level figure (step 0) not over a later one
+    metrics = [[key, value, timestamp, step] for key, value, timestamp, step in write["metrics"]
+               if (key, step) not in latest or (step == 0 and latest[key, step] < timestamp)]
+    return batch(metrics, {k: v for k, v in write["params"].items() if k not in data.params},
+                 {k: v for k, v in write["tags"].items() if k not in data.tags})
 
 
 class Outbox:
@@ -47,26 +147,50 @@ class Outbox:
         self.pending: list[dict] = []
         self.path: Path | None = None  # where undelivered writes are kept; None: only in memory
         self.outage_since: float | None = None
+        self.last_problem: str | None = None  # why the last delivery failed
+        self.delivered = 0
+        self.delivered_late = 0  # after an outage: each was retried
 
     def send(self, write: dict) -> None:
         self.pending.append(write)
         self.flush()
+
+    def adopt(self, path: Path) -> bool:
+        """Keep undelivered writes in ``path`` from now on, delivering first what an earlier process of the run
+        left there (a segment that stopped while the store was away). True when nothing is left queued."""
+        if path.exists():
+            header, left = read_outbox(path)
+            if header["run_id"] != self.run_id:
+                raise UsageError(f"{path} holds writes of run {header['run_id']}, not of run {self.run_id}")
+            for write in left:
+                write["replay"] = True  # some may have been delivered before that process stopped
+            self.pending[:0] = left
+        self.path = path
+        return self.flush()
 
     def flush(self) -> bool:
         """Deliver the queue in order; True when it is empty. Keeps the file in step with the queue."""
         while self.pending:
             try:
                 deliver(self.client, self.run_id, self.pending[0])
-            except Exception as err:  # the store's errors come in many types; all mean "not delivered"
+            except Exception as err:
+                if not is_store_error(err):
+                    raise
+                self._keep()
+                if not is_transient(err):
+                    raise self._refusal(err) from None
+                self.pending[0]["replay"] = True  # the store may have taken it before the answer was lost
                 self._note_outage(err)
-                break
+                return False
             self.pending.pop(0)
-        if not self.pending and self.outage_since is not None:
+            self.delivered += 1
+            self.delivered_late += self.outage_since is not None
+        if self.outage_since is not None:
             log.warning("MLflow store %s answers again: queued writes delivered after %.0f s", self.uri,
                         time.monotonic() - self.outage_since)
             self.outage_since = None
         self._keep()
-        return not self.pending
+        return True
 
     def drain(self, grace_s: float) -> bool:
         """At the end of the run: keep retrying for up to ``grace_s`` seconds."""
@@ -77,14 +201,23 @@ class Outbox:
             where = f"kept in {self.path}" if self.path else "lost (no checkpoint folder to keep them in)"
             log.warning("MLflow store %s did not come back: %d writes %s; replay them with: cnnbench sync %s",
                         self.uri, len(self.pending), where, self.path or "")
+        else:
+            log.info("MLflow: all %d writes of run %s delivered to %s (%d after a retry)", self.delivered,
+                     self.run_id, self.uri, self.delivered_late)
         return not self.pending
 
+    def _refusal(self, err: Exception) -> UsageError:
+        kept = f"kept in {self.path}: replay them with `cnnbench sync {self.path}` once it takes them" if self.path \
+            else "not kept (no checkpoint folder)"
+        return UsageError(f"MLflow store {self.uri} refuses the writes of run {self.run_id} ({describe(err)}); "
+                          f"{len(self.pending)} writes {kept}")
+
     def _note_outage(self, err: Exception) -> None:
+        self.last_problem = describe(err)
         if self.outage_since is None:
             self.outage_since = time.monotonic()
-            first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             log.warning("MLflow store %s does not answer (%s); training goes on, writes are queued%s", self.uri,
-                        first, f" and kept in {self.path}" if self.path else "")
+                        self.last_problem, f" and kept in {self.path}" if self.path else "")
 
     def _keep(self) -> None:
         if self.path is None:
@@ -99,9 +232,39 @@ class Outbox:
         os.replace(tmp, self.path)
 
 
+# what each kind of write holds, for reading a file back
+_FIELDS = {"batch": {"metrics": list, "params": dict, "tags": dict},
+           "status": {"status": str, "reason": str, "time": int},
+           "dict": {"name": str, "content": dict}}
+
+
 def read_outbox(path: Path) -> tuple[dict, list[dict]]:
+    """The header ({uri, run_id}) and the writes of an outbox file; anything else is a one-line UsageError."""
     try:
-        header, *writes = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        return header, writes
-    except (OSError, ValueError, TypeError) as err:
-        raise UsageError(f"{path}: not a readable cnnbench outbox ({type(err).__name__}: {err})") from None
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON
+        raise UsageError(f"{path}: not a readable cnnbench outbox ({describe(err)})") from None
+    problem = _malformed(lines)
+    if problem:
+        raise UsageError(f"{path}: not a cnnbench outbox ({problem})")
+    return lines[0], lines[1:]
+
+
+def _malformed(lines: list) -> str | None:
+    if not lines:
+        return "empty"
+    header = lines[0]
+    if not (isinstance(header, dict) and isinstance(header.get("uri"), str) and isinstance(header.get("run_id"), str)):
+        return "line 1 is not a header with the store's uri and the run_id"
+    for number, write in enumerate(lines[1:], start=2):
+        fields = _FIELDS.get(write.get("kind")) if isinstance(write, dict) else None
+        if fields is None or not all(isinstance(write.get(k), t) for k, t in fields.items()):
+            return f"line {number} is not a write of a known kind with its fields"
+        if write["kind"] == "batch" and not all(_is_metric(m) for m in write["metrics"]):
+            return f"line {number} has a metric that is not [key, value, timestamp, step]"
+    return None
+
+
+def _is_metric(m) -> bool:
+    return (isinstance(m, list) and len(m) == 4 and isinstance(m[0], str) and isinstance(m[1], (int, float))
+            and isinstance(m[2], int) and isinstance(m[3], int))

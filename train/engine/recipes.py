@@ -1,7 +1,8 @@
 """Named training recipes: the hyper-parameters of pytorch-classification's CIFAR trainings.
 
-Source: bearpaw/pytorch-classification, TRAINING.md (commands behind the table in
-``train/reference/cifar_published.csv``). All use SGD, lr 0.1, momentum 0.9, multi-step decay.
+Source: bearpaw/pytorch-classification, TRAINING.md (the commands behind its README's CIFAR table,
+``train/reference/cifar_bearpaw_readme.csv``; ``cifar_published.csv``, the project brief's table, names a recipe
+per row). All use SGD, lr 0.1, momentum 0.9, multi-step decay.
 Precedence is defaults < recipe < command-line flags: a recipe only fills in what the user left unset.
 Keys are ``TrainConfig``/``DataConfig`` field names; ``train.engine.config`` rejects any other key.
 """

@@ -2,7 +2,10 @@
 
 One table, read by the MLflow tracker (which refuses undeclared names), the summary printout and,
 later, reports and other frameworks' engines. Errors are in percent; step "epoch" metrics are logged
-with step = epoch number (1-based), step "run" metrics once per run, step "batch_size" metrics once per run
+with step = epoch number (1-based); step "window" metrics with step = the global index of a steady-state timing
+window, (epoch - 1) * windows per epoch + k for the epoch's k-th window (k = 1, 2, ...), so a later comparison can
+resample them; step "run" metrics once per run (again at the end of each later segment of a stopped and resumed
+run, then describing the whole run); step "batch_size" metrics once per run
 for each batch size B measured, as run metrics named ``<name>_bs<B>`` (``at_batch_size``): a run's metrics then
 hold every batch size, for reports and for the MLflow runs table alike.
 """
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 class Metric:
     name: str
     unit: str
-    step: str  # "epoch" | "run" | "batch_size"
+    step: str  # "epoch" | "window" | "run" | "batch_size"
     aggregation: str
 
 
@@ -33,13 +36,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("val_top5_err", "%", "epoch", "100 * (1 - top-5 correct / images), whole validation set"),
     Metric("train_images_per_sec", "images/s", "epoch", "steady-state images / wall seconds, warm-up excluded"),
     Metric("train_images_per_sec_per_worker", "images/s", "epoch", "train_images_per_sec / world_size"),
-    Metric("train_images_per_sec_median", "images/s", "epoch", "median of the timing windows' images/s"),
-    Metric("train_images_per_sec_spread", "%", "epoch", "100 * (max - min) / median over timing windows"),
-    Metric("epoch_time_s", "s", "epoch", "wall seconds of the training epoch, warm-up included"),
+    Metric("train_images_per_sec_median", "images/s", "epoch", "median of the job's timing windows' images/s (a "
+           "window: all ranks' images of it / the slowest rank's seconds for it)"),
+    Metric("train_images_per_sec_spread", "%", "epoch", "100 * (max - min) / median over the job's timing windows"),
+    Metric("train_images_per_sec_window", "images/s", "window", "one full steady-state timing window of the job: "
+           "all ranks' images of it / the slowest rank's seconds for it"),
+    Metric("epoch_time_s", "s", "epoch", "wall seconds of the training epoch, warm-up and a short last batch "
+           "included"),
     Metric("eval_time_s", "s", "epoch", "wall seconds of the validation pass"),
     Metric("data_wait_frac", "fraction", "epoch", "steady-state seconds blocked on the loader / wall seconds"),
     Metric("lr", "1", "epoch", "learning rate used during the epoch"),
-    Metric("amp_skipped_steps", "count", "epoch", "fp16: steps the grad scaler skipped for inf/NaN gradients, all ranks"),
+    Metric("amp_skipped_steps", "count", "epoch", "fp16: steps the grad scaler skipped for inf/NaN gradients (every "
+           "rank skips the same steps: counted once, the most any rank skipped)"),
     # step-time breakdown (train/engine/breakdown.py): means over the sampled steps of each rank, then over ranks
     Metric("step_time_ms", "ms", "epoch", "steady-state wall seconds / steady-state steps (epoch timer), rank mean"),
     Metric("data_wait_ms", "ms", "epoch", "sampled steps: from asking for the batch to having it (CUDA: device "
@@ -56,8 +64,16 @@ METRICS: tuple[Metric, ...] = (
     Metric("best_val_top1_err", "%", "run", "minimum val_top1_err over the epochs"),
     Metric("final_val_top1_err", "%", "run", "val_top1_err after the last epoch"),
     Metric("final_val_top5_err", "%", "run", "val_top5_err after the last epoch"),
-    Metric("peak_mem_mb", "MiB", "run", "CUDA: max allocated by tensors; CPU: peak resident set size of the process"),
-    Metric("train_time_s", "s", "run", "wall seconds of all training and evaluation epochs of this job"),
+    Metric("peak_mem_mib", "MiB", "run", "CUDA: max allocated by tensors; CPU: peak resident set size of the process; "
+           "from the first epoch's start (start-up probes left out), the most of any rank and of any segment"),
+    Metric("train_time_s", "s", "run", "epoch_time_s + eval_time_s summed over every epoch of the run, across its "
+           "segments when it was stopped and resumed or restarted (an interrupted epoch counts once, as rerun)"),
+    # time to accuracy (--target-top1-err), as MLPerf Training counts it: logged once, when the target is reached
+    Metric("time_to_target_s", "s", "run", "training wall seconds from the first step to the end of the first "
+           "epoch whose val_top1_err <= target_top1_err, evaluation excluded"),
+    Metric("eval_time_to_target_s", "s", "run", "evaluation wall seconds up to that epoch"),
+    Metric("epochs_to_target", "count", "run", "epochs trained up to and including that epoch"),
+    Metric("images_to_target", "count", "run", "training images processed by all ranks up to that epoch"),
     # framework comparison (train/frameworks)
     Metric("fit_time_s", "s", "run", "wall seconds of the training epochs alone, evaluation excluded"),
     Metric("infer_images_per_sec", "images/s", "run", "forward passes: steady-state images / wall seconds"),
@@ -68,7 +84,7 @@ METRICS: tuple[Metric, ...] = (
            "between device synchronisations, warm-up excluded"),
     Metric("latency_p95_ms", "ms", "batch_size", "95th percentile of the same forward-pass times"),
     Metric("forward_images_per_sec", "images/s", "batch_size", "batch size / latency_median_ms"),
-    Metric("forward_peak_mem_mb", "MiB", "batch_size", "CUDA: max allocated by tensors during the passes; CPU: "
+    Metric("forward_peak_mem_mib", "MiB", "batch_size", "CUDA: max allocated by tensors during the passes; CPU: "
            "peak resident set size of the process, reset before each batch size"),
     Metric("train_step_images_per_sec", "images/s", "run", "SGD steps (forward, backward, update) at batch_size: "
            "images / wall seconds between device synchronisations, warm-up excluded"),
@@ -137,6 +153,8 @@ PARAMS: tuple[Param, ...] = (
     Param("cudnn_version", "cuDNN version, when CUDA is used"),
     Param("git_sha", "commit of cnnbench, '-dirty' when the tree has local changes"),
     Param("checkpoint_dir", "checkpoints root: this run's are in <checkpoint_dir>/<run id>/"),
+    Param("target_top1_err", "time-to-accuracy target: top-1 validation error (%) to reach"),
+    Param("stop_at_target", "the run ends at the first epoch that reaches the target"),
     # framework comparison (train/frameworks)
     Param("task", "framework comparison task: vgg-cnn | resnet50-train | resnet50-infer"),
     Param("framework_version", "version of the framework that ran the task"),
@@ -156,6 +174,7 @@ PARAMS: tuple[Param, ...] = (
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 PARAM_NAMES = frozenset(p.name for p in PARAMS)
 EPOCH_METRICS = frozenset(m.name for m in METRICS if m.step == "epoch")
+WINDOW_METRICS = frozenset(m.name for m in METRICS if m.step == "window")
 RUN_METRICS = frozenset(m.name for m in METRICS if m.step == "run")
 BATCH_SIZE_METRICS = frozenset(m.name for m in METRICS if m.step == "batch_size")
 _BATCH_SIZE_SUFFIX = "_bs"

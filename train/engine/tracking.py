@@ -3,7 +3,8 @@
 Rank 0 gets an ``MlflowTracker``; every other rank a ``NullTracker`` with the same methods, so the
 training loop never asks which rank it is on. A run always ends with a status that says how it
 ended: FINISHED, KILLED (interrupted, or stopped by --stop-after) or FAILED, with the reason in the
-``cnnbench.end`` tag.
+``cnnbench.end`` tag. Every write goes through ``train.engine.outbox``: none is lost, applied twice or
+applied over a later one when the store goes away and comes back.
 """
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ import logging
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
+from urllib.parse import quote, urlsplit
 
 from train.engine import outbox
-from train.engine.schema import EPOCH_METRICS, PARAM_NAMES, is_declared_run_metric
+from train.engine.schema import EPOCH_METRICS, PARAM_NAMES, WINDOW_METRICS, is_declared_run_metric
 from train.errors import UsageError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
+CREATED_AS_TAG = "cnnbench.created_as"  # a key given to the run at creation, to find it when the answer is lost
+RETRY_S = 2.0
 
 
 def tracking_uri(configured: str | None) -> str:
@@ -30,20 +37,57 @@ def _undeclared(names, declared) -> list[str]:
     return sorted(set(names) - declared)
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (three slashes: a relative path follows, four: an absolute one)."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):].split("?")[0]) if uri.startswith(prefix) else None
+
+
+def unknown_scheme(uri: str) -> str | None:
+    """The scheme of ``uri`` when MLflow has no store for it (a typo such as ``htp://``), else None."""
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    return None if scheme in {"", "file", "http", "https", "databricks", *DATABASE_ENGINES} else scheme
+
+
+def artifact_location(uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: beside a sqlite file (``mlartifacts/``, as mlflow/server.sh puts them
+    for the same file), or wherever a tracking server or file store puts them (None). Never ``./mlruns`` of the
+    working directory, MLflow's default for database stores."""
+    db = sqlite_file(uri)
+    if db is not None:
+        return (db.resolve().parent / "mlartifacts" / quote(experiment, safe="")).as_uri()
+    from mlflow.store.db.db_types import DATABASE_ENGINES
+
+    if urlsplit(uri).scheme.split("+")[0] in DATABASE_ENGINES:
+        raise UsageError(f"experiment {experiment!r} does not exist in {uri}, and its artifacts would land in "
+                         f"./mlruns of the working directory: create experiments through a tracking server over "
+                         f"that database (mlflow/server.sh) and give its http:// address as --tracking-uri")
+    return None
+
+
 @dataclass
 class RunEnd:
     """How the run will be closed when its scope exits without an exception."""
 
     status: str = "FINISHED"
     reason: str = "completed every epoch"
+    pending: str | None = None  # set when the close leaves writes for `cnnbench sync`: how many, where
+
+    def outcome(self) -> str:
+        """The status the store holds, or, while writes are still pending, what is left to do."""
+        return self.pending or self.status
 
 
 class MlflowTracker:
-    def __init__(self, uri: str, experiment: str, run_id: str | None = None, grace_s: float = 120.0):
+    def __init__(self, uri: str, experiment: str, run_id: str | None = None, grace_s: float = 120.0,
+                 on_open: Callable[[str], None] | None = None):
         self.uri = uri
         self.experiment = experiment
         self.run_id = run_id
-        self.grace_s = grace_s  # how long the run's end waits for an absent server before leaving a file
+        self.grace_s = grace_s  # how long an absent server is waited for (run creation, the run's end)
+        self.on_open = on_open  # told the run id as soon as the run exists (created or reopened)
         self.client = None
         self.outbox = None
         self.opened = False  # set once this process has created or reopened the run
@@ -52,6 +96,9 @@ class MlflowTracker:
             # back-off per write) would stall training instead
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+            # MLflow prints "View run ... at: URL" to stdout when a run on a server ends; cnnbench's own summary
+            # says where to look, and stdout belongs to the program's output
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
     @contextlib.contextmanager
     def run(self, run_name: str, params: dict, config: dict, tags: dict | None = None):
@@ -70,34 +117,59 @@ class MlflowTracker:
         except BaseException as err:
             self._close_if_open("FAILED", f"{type(err).__name__}: {err}"[:5000])
             raise
-        self.close(end.status, end.reason)
+        self._close(end)
 
     def _open(self, run_name: str, params: dict, config: dict, tags: dict) -> None:
-        from mlflow.entities import RunTag
-
         from mlflow import MlflowClient  # slow to import: only rank 0 pays for it
 
         logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
             self.client = MlflowClient(self.uri)  # a sqlite store is created (or fails) right here
-            if self.run_id is not None:
-                self.client.update_run(self.run_id, status="RUNNING")
-                self.opened = True
-                self.outbox = outbox.Outbox(self.client, self.uri, self.run_id)
-                self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-                return
-            experiment_id = self._experiment_id()
-        except Exception as err:  # any store error here means the store is unusable: say so once
-            raise UsageError(f"cannot use MLflow tracking store {self.uri}: {type(err).__name__}: {err}") from None
-        self.run_id = self.client.create_run(experiment_id, run_name=run_name,
-                                             tags={"mlflow.source.name": "cnnbench", **tags}).info.run_id
+        except Exception as err:  # any error here means the store is unusable: say so once
+            raise UsageError(f"cannot use MLflow tracking store {self.uri}: {outbox.describe(err)}") from None
+        reopened = self.run_id is not None
+        if not reopened:
+            self.run_id = self._create_run(run_name, tags)
         self.opened = True
         self.outbox = outbox.Outbox(self.client, self.uri, self.run_id)
-        self.log_params(params)
-        self.client.log_dict(self.run_id, config, "config.json")
+        if self.on_open:
+            self.on_open(self.run_id)
+        if reopened:
+            self.outbox.send(outbox.status(outbox.RUNNING))
+            self.set_tags(tags)
+        else:
+            self.log_params(params)
+            self.outbox.send(outbox.dict_artifact("config.json", config))
+
+    def _create_run(self, run_name: str, tags: dict) -> str:
+        """Create the run once, even when the store's answer is lost: a retry first looks for the run by a key
+        given to it at creation. Transient errors are retried for up to the grace period."""
+        key = uuid.uuid4().hex
+        tags = {"mlflow.source.name": "cnnbench", CREATED_AS_TAG: key, **tags}
+        deadline, experiment_id, retrying = time.monotonic() + self.grace_s, None, False
+        while True:
+            try:
+                experiment_id = experiment_id or self._experiment_id()
+                found = self.client.search_runs([experiment_id], f"tags.`{CREATED_AS_TAG}` = '{key}'") \
+                    if retrying else []
+                if found:
+                    return found[0].info.run_id
+                return self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+            except Exception as err:
+                if not outbox.is_store_error(err):
+                    raise
+                if not outbox.is_transient(err) or time.monotonic() > deadline:
+                    raise UsageError(f"cannot create a run in MLflow tracking store {self.uri}: "
+                                     f"{outbox.describe(err)}") from None
+                retrying = True
+                time.sleep(RETRY_S)
 
     def probe(self, timeout_s: float = 5.0) -> str | None:
         """Why the store cannot be used, or None. Quick: MLflow's own client retries an absent server for minutes."""
+        scheme = unknown_scheme(self.uri)
+        if scheme:
+            return (f"--tracking-uri {self.uri}: unknown scheme {scheme!r} (MLflow stores are http(s)://SERVER, "
+                    f"sqlite:///FILE, postgresql://, mysql://, mssql://, file:FOLDER or a folder)")
         if self.uri.startswith(("http://", "https://")):
             import urllib.request
 
@@ -106,11 +178,27 @@ class MlflowTracker:
                     return None
             except OSError as err:  # URLError, timeouts and refused connections are all OSErrors
                 return f"MLflow tracking server {self.uri} cannot be reached: {getattr(err, 'reason', err)}"
-        return None  # a database or file store is created, or refused, when the run opens
+        db = sqlite_file(self.uri)
+        if db is not None and not db.resolve().parent.is_dir():  # MLflow would create the whole path: a typo
+            return (f"cannot use MLflow tracking store {self.uri}: folder {db.resolve().parent} does not exist "
+                    f"(create it first if that is where the store belongs)")
+        return None  # other stores are created, or refused, when the run opens
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
-        return found.experiment_id if found else self.client.create_experiment(self.experiment)
+        if found is None:
+            location = artifact_location(self.uri, self.experiment)
+            try:
+                return self.client.create_experiment(self.experiment, artifact_location=location)
+            except Exception:
+                found = self.client.get_experiment_by_name(self.experiment)  # another job created it meanwhile
+                if found is None:
+                    raise
+        if found.lifecycle_stage == "deleted":
+            raise UsageError(f"experiment {self.experiment!r} (id {found.experiment_id}) is deleted in {self.uri}: "
+                             f"restore it (MLflow UI, or `mlflow experiments restore --experiment-id "
+                             f"{found.experiment_id}`) or give another --experiment")
+        return found.experiment_id
 
     def log_params(self, params: dict) -> None:
         bad = _undeclared(params, PARAM_NAMES)
@@ -118,37 +206,57 @@ class MlflowTracker:
             raise ValueError(f"params not declared in train.engine.schema: {bad}")
         self.outbox.send(outbox.batch(params={k: str(v) for k, v in params.items()}))
 
-    def log_metrics(self, metrics: dict, step: int) -> None:
+    def log_metrics(self, metrics: dict, step: int, series: dict[str, list] | None = None) -> None:
+        """``metrics`` at ``step``, and with them ``series``: step-"window" metrics as lists of (step, value)."""
+        for write in self._metric_writes(metrics, step, series):
+            self.outbox.send(write)
+
+    def _metric_writes(self, metrics: dict, step: int, series: dict[str, list] | None) -> list[dict]:
         bad = _undeclared(metrics, EPOCH_METRICS) if step > 0 else sorted(
             name for name in metrics if not is_declared_run_metric(name))
+        bad += _undeclared(series or {}, WINDOW_METRICS)
         if bad:
             raise ValueError(f"metrics not declared in train.engine.schema for this step: {bad}")
-        now = int(time.time() * 1000)
-        self.outbox.send(outbox.batch(metrics=[(k, float(v), now, step) for k, v in metrics.items()]))
+        now = outbox.now_ms()
+        points = [(k, float(v), now, step) for k, v in metrics.items()]
+        points += [(k, float(v), now, s) for k, values in (series or {}).items() for s, v in values]
+        return [outbox.batch(metrics=points[start:start + MAX_METRICS_PER_BATCH])
+                for start in range(0, len(points), MAX_METRICS_PER_BATCH)]
 
-    def ensure_logged(self, metrics: dict, step: int) -> None:
-        """Log an epoch's metrics unless the store has them already (a resumed job's last checkpointed epoch)."""
-        if not metrics:
-            return
-        try:
-            logged = {m.step for m in self.client.get_metric_history(self.run_id, next(iter(metrics)))}
-        except Exception:  # store down: queue them; a duplicate is better than a gap
-            logged = set()
-        if step not in logged:
-            self.log_metrics(metrics, step)
+    def set_tags(self, tags: dict[str, str]) -> None:
+        if tags:
+            self.outbox.send(outbox.batch(tags=tags))
+
+    def log_dataset(self, spec) -> None:
+        """The training data as the run's MLflow dataset input: name, digest, and where it comes from."""
+        source_type = "local" if Path(spec.source).is_absolute() else "code"
+        self.outbox.send(outbox.dataset_input(spec.name, spec.digest, source_type, spec.source, "training"))
+
+    def ensure_logged(self, metrics: dict, step: int, series: dict[str, list] | None = None) -> None:
+        """Log an epoch's metrics unless the store has them already (a resumed job's last checkpointed epoch):
+        sent as replays, which are checked against the store's record when they are delivered."""
+        for write in self._metric_writes(metrics, step, series) if metrics else []:
+            self.outbox.send({**write, "replay": True})
 
     def keep_undelivered_in(self, folder: Path) -> None:
-        """Where writes the store does not take are kept for ``cnnbench sync`` (the run's checkpoint folder)."""
-        self.outbox.path = folder / outbox.OUTBOX_NAME
-        self.outbox.flush()
+        """Where writes the store does not take are kept for ``cnnbench sync`` (the run's checkpoint folder).
+        Writes an earlier segment of the run left there are delivered first."""
+        self.outbox.adopt(folder / outbox.OUTBOX_NAME)
 
-    def close(self, status: str, reason: str, grace_s: float | None = None) -> None:
-        self.outbox.send(outbox.end(status, reason))
-        self.outbox.drain(self.grace_s if grace_s is None else grace_s)
+    def _close(self, end: RunEnd, grace_s: float | None = None) -> None:
+        self.outbox.send(outbox.status(end.status, end.reason))
+        if not self.outbox.drain(self.grace_s if grace_s is None else grace_s):
+            left, path = len(self.outbox.pending), self.outbox.path
+            end.pending = (f"{left} writes pending in {path}; run `cnnbench sync {path}`" if path
+                           else f"{left} writes not delivered")
 
     def _close_if_open(self, status: str, reason: str) -> None:
-        if self.opened:  # no waiting for an absent server here: a killed job has seconds left, not minutes
-            self.close(status, reason, grace_s=0)
+        if not self.opened:
+            return
+        try:  # no waiting for an absent server here: a killed job has seconds left, not minutes
+            self._close(RunEnd(status, reason), grace_s=0)
+        except UsageError:
+            pass  # the store refuses the run's writes: they are kept, and the refusal already on its way is the news
 
 
 class NullTracker:
@@ -166,18 +274,26 @@ class NullTracker:
     def log_params(self, params: dict) -> None:
         pass
 
-    def log_metrics(self, metrics: dict, step: int) -> None:
+    def log_metrics(self, metrics: dict, step: int, series: dict[str, list] | None = None) -> None:
         pass
 
-    def ensure_logged(self, metrics: dict, step: int) -> None:
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def log_dataset(self, spec) -> None:
+        pass
+
+    def ensure_logged(self, metrics: dict, step: int, series: dict[str, list] | None = None) -> None:
         pass
 
     def keep_undelivered_in(self, folder: Path) -> None:
         pass
 
 
-def make_tracker(is_main: bool, uri: str, experiment: str, run_id: str | None, grace_s: float = 120.0):
-    return MlflowTracker(uri, experiment, run_id, grace_s) if is_main else NullTracker()
+def make_tracker(is_main: bool, uri: str, experiment: str, run_id: str | None, grace_s: float = 120.0,
+                 on_open: Callable[[str], None] | None = None):
+    """Rank 0's tracker, or one that does nothing; ``on_open`` is told the run id as soon as the run exists."""
+    return MlflowTracker(uri, experiment, run_id, grace_s, on_open) if is_main else NullTracker()
 
 
 def system_metrics_on(setting: bool | None, world_size: int) -> bool:

@@ -9,34 +9,49 @@ import sys
 from tqdm import tqdm
 
 from train.engine.config import OneLineErrorParser
-from train.models import UNAVAILABLE, complexity, list_models, parameter_count
+from train.models import UNAVAILABLE, ModelEntry, complexity, list_models
+from train.models._registry import SOURCES
+from train.studies.figures import significant
 
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "digits": 10, "imagenet": 1000}
+# the listing's columns, in order: the table and the CSV are made from the same rows
+HEADINGS = ("name", "source", "input", "params (M)", "GFLOPs", "GMACs", "summary")
+RIGHT_ALIGNED = ("input", "params (M)", "GFLOPs", "GMACs")
+DEFAULT_SOURCES = "cifar,torchvision"
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m train.models") -> int:
     args = _parser(prog).parse_args(argv)
-    sources = ("cifar", "torchvision", "timm") if args.source == "all" else tuple(args.source.split(","))
-    entries = list_models(args.pattern, sources)
     num_classes = NUM_CLASSES[args.dataset]
+    rows = listing(list_models(args.pattern, args.source), num_classes)
     if args.format == "csv":
         writer = csv.writer(sys.stdout)
-        writer.writerow(["name", "params"])
-        writer.writerows((e.name, parameter_count(e, num_classes)) for e in _progress(entries, "counting parameters"))
+        writer.writerow(HEADINGS)
+        writer.writerows(rows)  # the figures unrounded
         return 0
-    counted = [(e, *complexity(e, num_classes)) for e in _progress(entries, "counting parameters and FLOPs")]
-    print(f"{'name':<28} {'source':<12} {'input':>5} {'params (M)':>11} {'GFLOPs':>8} {'GMACs':>8}   "
-          f"({args.dataset}, {num_classes} classes; forward, one image at the input size; MAC = 2 FLOPs)")
-    for e, n, flops in counted:
-        print(f"{e.name:<28} {e.source:<12} {e.input_size:>5} {n / 1e6:>11.2f} {flops / 1e9:>8.3f} "
-              f"{flops / 2e9:>8.3f}   {e.summary}")
+    print(f"{args.dataset}, {num_classes} classes; GFLOPs: forward pass of one image at the net's input size; "
+          f"GMACs = GFLOPs / 2 (a multiply-add is 2 FLOPs)")
+    print(table(rows))
     _print_unavailable(args.pattern)
     return 0
 
 
-def _progress(entries: list, desc: str):
-    """timm nets take ~0.2 s each to build, even on the meta device: show progress for long listings."""
-    return tqdm(entries, desc=desc, disable=None if len(entries) > 50 else True)
+def listing(entries: list[ModelEntry], num_classes: int) -> list[tuple]:
+    """One row per net, in ``HEADINGS``' order."""
+    rows = []
+    for e in tqdm(entries, desc="counting parameters and FLOPs", disable=None if len(entries) > 50 else True):
+        params, flops = complexity(e, num_classes)  # timm nets take ~0.2 s each, even on the meta device
+        rows.append((e.name, e.source, e.input_size, params / 1e6, flops / 1e9, flops / 2e9, e.summary))
+    return rows
+
+
+def table(rows: list[tuple]) -> str:
+    """The rows as aligned text, figures to 3 significant digits and right-aligned."""
+    lines = [list(HEADINGS), *([significant(v) if isinstance(v, float) else str(v) for v in row] for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(HEADINGS))]
+    right = [heading in RIGHT_ALIGNED for heading in HEADINGS]
+    return "\n".join("  ".join(cell.rjust(width) if r else cell.ljust(width)
+                               for cell, width, r in zip(line, widths, right)).rstrip() for line in lines)
 
 
 def _print_unavailable(pattern: str) -> None:
@@ -47,15 +62,28 @@ def _print_unavailable(pattern: str) -> None:
         print(f"  {name:<26} {UNAVAILABLE[name]}")
 
 
+def _sources(text: str) -> tuple[str, ...]:
+    """``--source``: a comma-separated list of libraries, or all."""
+    if text == "all":
+        return SOURCES
+    asked = tuple(text.split(","))
+    unknown = [name for name in asked if name not in SOURCES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{unknown[0]!r} is not a source; give {', '.join(SOURCES)} "
+                                         f"(comma-separated) or all")
+    return asked
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog=prog, description="List every --arch name with its source library, native input "
-                           "size, parameters and forward FLOPs (table), or name and parameters (csv).")
+                           "size, parameters, forward GFLOPs and GMACs, as a table or as CSV (the same columns, "
+                           "figures unrounded).")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style name filter, e.g. 'resnet*' (default: all)")
     p.add_argument("--dataset", choices=tuple(NUM_CLASSES), default="cifar10",
                    help="count parameters for this data set's number of classes (default: cifar10)")
-    p.add_argument("--source", default="cifar,torchvision",
-                   choices=("cifar", "torchvision", "timm", "cifar,torchvision", "all"),
-                   help="which libraries to list; timm adds ~1,300 nets and takes minutes (default: cifar,torchvision)")
+    p.add_argument("--source", type=_sources, default=DEFAULT_SOURCES, metavar="SOURCES",
+                   help=f"which libraries to list, comma-separated: {', '.join(SOURCES)}, or all; timm adds "
+                        f"~1,300 nets and takes minutes (default: {DEFAULT_SOURCES})")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default: table)")
     return p
 

@@ -192,7 +192,7 @@ def resolve_model(name: str, prefer: str = "cifar") -> ModelEntry:
     if entry is None and name.lower() in UNAVAILABLE:
         raise UsageError(f"arch {name!r} is not available: {UNAVAILABLE[name.lower()]}")
     if entry is None:
-        raise UsageError(f"unknown arch {name!r}{_suggestion(name)}; `python -m train.models` lists them all")
+        raise UsageError(f"unknown arch {name!r}{_suggestion(name)}; `cnnbench models` lists them all")
     return entry
 
 
@@ -206,7 +206,7 @@ def _find(name: str, prefer: str) -> ModelEntry | None:
 
 
 def _suggestion(name: str) -> str:
-    known = [*_CIFAR, *ALIASES, *_torchvision_names(), *_timm_names()]
+    known = list(dict.fromkeys([*_CIFAR, *ALIASES, *sorted(_torchvision_names()), *sorted(_timm_names())]))
     close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.6)
     return f" (did you mean: {', '.join(close)}?)" if close else ""
 

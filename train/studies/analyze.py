@@ -1,24 +1,23 @@
-"""``cnnbench analyze``: what ImageNet nets cost on this device, after Bianco et al. 2018; one MLflow run per net.
+"""What ImageNet nets cost on this device, after Bianco et al. 2018: one MLflow run per net.
 
   cnnbench analyze --arch resnet50 densenet121 mobilenet_v2 --batch-sizes 1 2 4 8 16 32 64
   cnnbench analyze --arch AlexNet VGG16 ResNet50 --device cuda --precision bf16 --channels-last --compile
 
 For each net, at its native input size and with random weights (speed does not depend on their values):
-parameters and forward FLOPs per image (torch's flop counter, on the meta device); at each batch size, the
-latency of a forward pass, median and 95th percentile over --iters timed passes after --warmup untimed ones,
-each pass between two device synchronisations, with images/s (batch / median latency) and peak memory; then
-images/s of SGD training steps at --train-batch-size. Accuracy is not measured here: the plots take the Acc@1
-that `cnnbench evaluate` logged in the same experiment, else the published one (train/studies/reports/complexity.py).
-The plots and a Markdown table go to --out and are logged to every run of the call.
+parameters, and forward GFLOPs and GMACs per image (torch's FLOP counter, on the meta device); at each batch
+size, the latency of a forward pass, median and 95th percentile over --iters timed passes after --warmup
+untimed ones, each pass between two device synchronisations, with images/s (batch / median latency) and peak
+memory; then images/s of SGD training steps at --train-batch-size.
+
+Accuracy is not measured here: the plots take the Acc@1 that cnnbench evaluate logged in the same experiment,
+else the published one (the reference ranking). The table and plots go to --out and are logged as artifacts
+of every run of the call; the table is also printed.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import gc
 import logging
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -35,11 +34,13 @@ from train.engine.config import DEFAULTS, OneLineErrorParser, pos_int
 from train.engine.distributed import pick_device
 from train.engine.environment import environment_params
 from train.engine.launch import setup_logging
-from train.engine.measure import peak_memory_mb, synchronize
+from train.engine.measure import peak_memory_mib, reset_peak_memory, synchronize
 from train.engine.schema import at_batch_size
 from train.engine.tracking import MlflowTracker, open_store, tracking_uri
 from train.models import ModelEntry, complexity, create_model
 from train.studies.evaluate import add_device_and_tracking_flags
+from train.studies.figures import significant
+from train.studies.helptext import LaidOutHelp
 from train.studies.pretrained import imagenet_entry
 from train.studies.report import experiment_runs
 
@@ -93,12 +94,13 @@ def _analyse_in_run(arch: str, entry: ModelEntry, s: Settings, args: argparse.Na
         metrics = analyse(entry, s)
         tracker.log_metrics(metrics, step=0)
         end.reason = f"measured batch sizes {', '.join(map(str, s.batch_sizes))} and training steps"
-    b = s.batch_sizes[-1]
-    log.info("%s (%s): %.2f M params, %.2f GFLOPs/image; batch %d: %.1f ms median, %.1f images/s; "
-             "training %.1f images/s; run %s", arch, entry.qualified_name, metrics["num_params"] / 1e6,
-             metrics["flops_per_image"] / 1e9, b, metrics[at_batch_size("latency_median_ms", b)],
-             metrics[at_batch_size("forward_images_per_sec", b)], metrics["train_step_images_per_sec"],
-             tracker.run_id)
+    b, flops = s.batch_sizes[-1], metrics["flops_per_image"]
+    log.info("%s (%s): %s M params, %s GFLOPs = %s GMACs per image; batch %d: %s ms median, %s images/s; "
+             "training %s images/s; run %s", arch, entry.qualified_name, significant(metrics["num_params"] / 1e6),
+             significant(flops / 1e9), significant(flops / 2e9), b,
+             significant(metrics[at_batch_size("latency_median_ms", b)]),
+             significant(metrics[at_batch_size("forward_images_per_sec", b)]),
+             significant(metrics["train_step_images_per_sec"]), tracker.run_id)
     return tracker.run_id
 
 
@@ -122,7 +124,7 @@ def forward_series(model: nn.Module, images: torch.Tensor, s: Settings) -> dict:
     with s.autocast():
         for _ in range(s.warmup):
             model(images)
-        _reset_peak_memory(s.device)
+        reset_peak_memory(s.device)
         times = []
         for _ in range(s.iters):
             synchronize(s.device)
@@ -134,7 +136,7 @@ def forward_series(model: nn.Module, images: torch.Tensor, s: Settings) -> dict:
     return {at_batch_size("latency_median_ms", batch): 1e3 * median,
             at_batch_size("latency_p95_ms", batch): 1e3 * float(np.percentile(times, 95)),
             at_batch_size("forward_images_per_sec", batch): batch / median,
-            at_batch_size("forward_peak_mem_mb", batch): _peak_memory_mb(s.device)}
+            at_batch_size("forward_peak_mem_mib", batch): peak_memory_mib(s.device)}
 
 
 def train_images_per_sec(runnable: nn.Module, model: nn.Module, size: int, s: Settings) -> float:
@@ -169,25 +171,6 @@ def _logits(output) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def _reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    # Linux/glibc: first hand back what earlier nets freed (glibc keeps it resident), so the peak is this net's;
-    # then "5" resets the process's peak resident set size (VmHWM) to its current size
-    gc.collect()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    """CUDA: max allocated by tensors; CPU: peak resident set size since the last reset (getrusage's cannot be reset)."""
-    if device.type == "cuda":
-        return peak_memory_mb(device)
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)[1]) / 1024
-
-
 def _params(arch: str, entry: ModelEntry, s: Settings) -> dict:
     return {
         "arch": arch, "arch_resolved": entry.qualified_name, "image_size": entry.input_size,
@@ -209,9 +192,9 @@ def _report(client, uri: str, experiment: str, out_dir: Path, run_ids: list[str]
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineErrorParser(prog=prog, description=__doc__, formatter_class=LaidOutHelp)
     p.add_argument("--arch", nargs="+", required=True,
-                   help="ImageNet nets: torchvision, timm or reference names (`cnnbench models` lists them)")
+                   help="ImageNet nets: torchvision, timm or reference names (cnnbench models lists them)")
     p.add_argument("--batch-sizes", type=pos_int, nargs="+", default=[1, 16],
                    help="inference batch sizes (default: 1 16)")
     p.add_argument("--train-batch-size", type=_at_least_two, default=16,

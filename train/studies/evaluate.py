@@ -1,14 +1,16 @@
-"""``cnnbench evaluate``: Acc@1/Acc@5 of ImageNet nets over a validation folder, one MLflow run per net.
+"""Acc@1 and Acc@5 of ImageNet nets over a validation folder: one MLflow run per net, then a ranking.
 
   cnnbench evaluate --arch resnet50 densenet121 inception_v3 --pretrained --data-dir /data/imagenet
   cnnbench evaluate --arch resnet18 --weights resnet18-finetuned.pt --data-dir /data/flowers
 
-Reads ``DATA_DIR/val/<class>/*`` (ImageFolder layout) through each net's own preprocessing (its native
-resolution, resize and crop ratio, interpolation, mean and std: see ``train/studies/pretrained.py``). Class folders
-named by ImageNet-1k synsets (``n01440764`` ...) are scored against the synset's output, so a subset of
-ImageNet's classes works; other folders are taken in sorted order and must be as many as the net's outputs.
-Top-1/top-5 counts are summed over the whole folder, each image once (the training engine's ``evaluate``).
-The runs of the experiment end as a ranking table, by Acc@1 and by Acc@5 (``train/studies/reports/imagenet.py``).
+Reads DATA_DIR/val/CLASS/IMAGE (the ImageFolder layout) through each net's own preprocessing: its native
+resolution, resize and crop ratio, interpolation, mean and std. Class folders named by ImageNet-1k synsets
+(n01440764, ...) are scored against the synset's output, so a subset of ImageNet's classes works; other
+folders are taken in sorted order and must be as many as the net's outputs. Top-1 and top-5 counts are summed
+over the whole folder, each image once, as the training engine evaluates.
+
+The experiment's evaluations end as a ranking table by Acc@1 and by Acc@5, beside the published ranking;
+it is printed and written to --out as imagenet.md.
 """
 from __future__ import annotations
 
@@ -33,8 +35,9 @@ from train.engine.launch import setup_logging
 from train.engine.tracking import MlflowTracker, open_store, tracking_uri
 from train.errors import UsageError
 from train.models import ModelEntry
+from train.studies.helptext import LaidOutHelp
 from train.studies.pretrained import EvalModel, imagenet_entry, load_file, load_published, published_classes
-from train.studies.report import experiment_runs
+from train.studies.report import OUT, experiment_runs
 from train.studies.reports import imagenet
 
 log = logging.getLogger("cnnbench")
@@ -135,7 +138,7 @@ def _params(net: EvalModel, arch: str, args: argparse.Namespace, spec: DatasetSp
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineErrorParser(prog=prog, description=__doc__, formatter_class=LaidOutHelp)
     p.add_argument("--arch", nargs="+", required=True, help="ImageNet nets (torchvision, timm, or reference names)")
     p.add_argument("--data-dir", required=True, help="holds val/<class>/<image> (ImageFolder layout)")
     source = p.add_mutually_exclusive_group(required=True)
@@ -158,4 +161,4 @@ def add_device_and_tracking_flags(p: argparse.ArgumentParser, out_help: str) -> 
     p.add_argument("--threads", type=pos_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--experiment", default=EXPERIMENT, help=f"MLflow experiment (default: {EXPERIMENT})")
-    p.add_argument("--out", default="reports", help=f"{out_help} (default: reports)")
+    p.add_argument("--out", default=OUT, help=f"{out_help} (default: {OUT}, which git ignores)")

@@ -108,8 +108,8 @@ def _torchvision_published(entry: ModelEntry, download: bool) -> EvalModel:
 
 @contextlib.contextmanager
 def _weights_only_loads():
-    """torchvision's builders read the cached file with ``torch.load(weights_only=False)``: torch's documented
-    switch ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` makes that load ``weights_only=True`` as well."""
+    """torchvision's builders, and timm's before 1.0.26, read the cached file with ``torch.load(weights_only=False)``:
+    torch's documented switch ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` makes that load ``weights_only=True`` as well."""
     before = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
     try:
@@ -137,8 +137,8 @@ def _timm_published(entry: ModelEntry, download: bool) -> EvalModel:
     cached, looked_for, source = _timm_cached_file(cfg)
     if cached is None and not download:
         raise _not_cached(entry, looked_for, source)
-    overlay = {"file": cached, "source": ""} if cached else None  # "file": timm reads it with weights_only=True
-    with _loading_published(entry, source, looked_for):
+    overlay = {"file": cached, "source": ""} if cached else None  # timm < 1.0.26 reads a "file" weights_only=False
+    with _loading_published(entry, source, looked_for), _weights_only_loads():
         model = timm.create_model(entry.name, pretrained=True, pretrained_cfg_overlay=overlay)
     tag = f"{entry.name}.{cfg.tag}" if cfg.tag else entry.name
     return EvalModel(model, entry.qualified_name, cfg.num_classes, f"timm {tag} ({cached or source})",
@@ -151,7 +151,8 @@ def _timm_cached_file(cfg) -> tuple[str | None, str, str]:
         from huggingface_hub import constants, try_to_load_from_cache
 
         for filename in TIMM_HF_FILES:
-            found = try_to_load_from_cache(cfg.hf_hub_id, filename)
+            # the folder named below; huggingface_hub before 0.25 fixed its default when it was imported
+            found = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=constants.HF_HUB_CACHE)
             if isinstance(found, str):
                 return found, found, f"https://huggingface.co/{cfg.hf_hub_id}"
         folder = Path(constants.HF_HUB_CACHE) / f"models--{cfg.hf_hub_id.replace('/', '--')}" / "snapshots" / "*"

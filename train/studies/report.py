@@ -1,11 +1,10 @@
-"""``cnnbench report KIND --experiment NAME --out DIR``: an experiment's MLflow runs in, a Markdown report and
-its PNG plots out, shaped like the published tables; the files are also logged as the artifacts of a report run.
+"""An experiment's MLflow runs in, a Markdown report (KIND.md) and its PNG plots out, shaped like the published
+tables; the files are also logged as the artifacts of a report run in the same experiment.
 
   cnnbench report cifar --experiment cifar_table --out reports/cifar
-  cnnbench report throughput --experiment throughput --out reports/throughput --tracking-uri http://127.0.0.1:5000
+  cnnbench report throughput --experiment throughput --tracking-uri http://127.0.0.1:5000
 
-KIND is one of ``train.studies.reports.KINDS``; each kind's module renders the runs (``render(runs, out_dir)``).
-The report run is a run of the same experiment, tagged ``cnnbench.report``, and reports leave such runs out.
+Report runs are tagged cnnbench.report (so are the runs of cnnbench compare), and no report reads them.
 """
 from __future__ import annotations
 
@@ -18,9 +17,11 @@ from pathlib import Path
 from train.engine.config import OneLineErrorParser
 from train.engine.tracking import MlflowTracker, open_store, search_all_runs, tracking_uri
 from train.errors import UsageError
+from train.studies.helptext import LaidOutHelp
 from train.studies.reports import KINDS
 
 REPORT_TAG = "cnnbench.report"
+OUT = "reports"  # where the studies write their files unless told: .gitignore keeps it out of git
 
 
 def main(argv: list[str] | None = None, prog: str = "cnnbench report") -> int:
@@ -38,17 +39,20 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench report") -> int:
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog=prog, description="Turn an experiment's runs into a Markdown report with plots.")
-    p.add_argument("kind", choices=KINDS, help="which report")
+    width = max(map(len, KINDS))
+    kinds = "\n".join(f"  {kind:<{width}}  {reads}" for kind, reads in KINDS.items())
+    p = OneLineErrorParser(prog=prog, description=f"{__doc__}\nKINDS, and the runs each reads:\n{kinds}",
+                           formatter_class=LaidOutHelp)
+    p.add_argument("kind", choices=KINDS, metavar="KIND", help=f"which report: {', '.join(KINDS)}")
     p.add_argument("--experiment", required=True, help="MLflow experiment whose runs the report reads")
-    p.add_argument("--out", default="reports", help="folder for the Markdown and PNGs (default: reports)")
+    p.add_argument("--out", default=OUT, help=f"folder for the Markdown and PNGs (default: {OUT}, which git ignores)")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     return p
 
 
 def renderer(kind: str):
     """The ``render`` function of ``kind``; a module that is missing, or misses a package, is a UsageError."""
-    module = f"train.studies.reports.{KINDS[kind]}"
+    module = f"train.studies.reports.{kind}"
     try:
         return importlib.import_module(module).render
     except ModuleNotFoundError as err:

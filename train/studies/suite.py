@@ -1,28 +1,38 @@
-"""Benchmark suites: a YAML grid of trainings, each point run as its own job through its launcher.
+"""Benchmark suites: a grid of trainings in a YAML file, each point run as its own job through its launcher.
 
-  cnnbench suite run configs/smoke.yaml                 # every point not yet FINISHED, one after another
-  cnnbench suite run configs/throughput.yaml --dry-run  # the grid size and what would run; runs nothing
+  cnnbench suite run configs/smoke.yaml                 # every point without a FINISHED run
+  cnnbench suite run configs/throughput.yaml --dry-run  # the grid's size and commands; runs nothing
   cnnbench suite plan configs/cifar_table.yaml          # one shell command per point, for Slurm & co.
 
 A suite file (configs/*.yaml):
 
-  name: smoke                  # tags every run (cnnbench.suite) and names its MLflow experiment
-  experiment: smoke-2024       # optional: another experiment name
-  description: ...             # optional, free text
-  settings:                    # what every point gets: the launchers' flags, with _ for -
+  name: smoke             # names the MLflow experiment and tags every run
+  experiment: smoke-2024  # optional: another experiment name
+  description: ...        # optional, free text
+  settings:               # what every point gets: launcher flags, _ for -
     dataset: digits
     epochs: 1
-  grid:                        # axes; the points are their product, in file order
-    arch: [resnet-20, mobilenetv2]
+  grid:                   # axes; the points are their product, in file order
     precision: [fp32, bf16]
-    model:                     # an axis named after no setting: settings that vary together
-      - {arch: resnet-164, recipe: resnet-110}
+    model:                # any other name: settings that vary together
+      - {arch: resnet-20, batch_size: 128}
+      - {arch: resnet-164, batch_size: 64}
+  repeat: 3               # optional: every point with seeds s, s+1, s+2
 
-Besides the engine's settings, ``launcher`` (single, ddp or horovod) and ``world_size`` say how a point
-runs: ``python launchers/single.py``, ``torchrun --nproc_per_node=N launchers/ddp.py`` or
-``horovodrun -np N python launchers/horovod.py``. Each run is tagged with the suite name and its point
-(all its settings), so ``run`` skips points that already have a FINISHED run: a suite killed halfway
-continues where it stopped. Mind the precedence: a setting given here is a flag, and flags beat a recipe.
+Besides the engine's settings, launcher (single, ddp or horovod) and world_size say how a point runs:
+python launchers/single.py, torchrun --nproc_per_node=N launchers/ddp.py, or horovodrun -np N python
+launchers/horovod.py. Mind the precedence: a setting given here is a flag, and flags beat a recipe.
+
+Each point is one MLflow run, named after its net and the settings that tell it from the other points ("resnet-20
+batch_size=32", a repeat's seed last) and tagged with the suite's name (cnnbench.suite) and all the point's
+settings (cnnbench.point). cnnbench suite run skips the points that already have a FINISHED run, so a suite
+killed halfway continues where it stopped. Each point's output goes to suite-logs/SUITE_NAME/point-NNNN.log
+(--log-dir); git ignores suite-logs/.
+
+repeat: N runs every point N times, with seeds s, s + 1, ..., s + N - 1 (s: the seed of settings, else the
+engine's default), so that reports and cnnbench compare can give intervals over repeats. The repeats are the
+outermost axis: every point runs once before any runs a second time, so a drift of the machine over the
+suite's hours falls on every point alike instead of on the last ones.
 """
 from __future__ import annotations
 
@@ -38,24 +48,29 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 from tqdm import tqdm
 
-from train.engine.config import OneLineErrorParser, config_from_args
-from train.engine.launch import distributed_parser, raise_keyboard_interrupt_on_sigterm, training_parser
+from train.engine.config import DEFAULTS, OneLineErrorParser, config_from_args
+from train.engine.launch import distributed_parser, training_parser
+from train.engine.signals import raise_on_sigterm
 from train.engine.tracking import open_store, search_all_runs, tracking_uri
 from train.errors import UsageError
 from train.models import resolve_model
+from train.studies.helptext import LaidOutHelp
 
 SUITE_TAG, POINT_TAG = "cnnbench.suite", "cnnbench.point"
 LAUNCHER_DIR = Path(__file__).resolve().parents[2] / "launchers"
-TOP_KEYS = ("name", "experiment", "description", "settings", "grid")
+TOP_KEYS = ("name", "experiment", "description", "settings", "grid", "repeat")
 LAUNCHERS = ("single", "ddp", "horovod")
 RUN_DEFAULTS = {"launcher": "single", "world_size": 1}  # how a point runs; every other key is an engine flag
 SUITE_SETS = frozenset({"tags", "experiment", "tracking_uri", "run_name", "resume", "help"})
+LOG_ROOT = "suite-logs"  # .gitignore keeps it out of git
 STOP_GRACE_S = 60  # a stopped point gets this long to close its MLflow run before it is killed
 
 
@@ -67,6 +82,12 @@ class Point:
     @property
     def label(self) -> str:
         return " ".join(f"{key}={_show(self.settings[key])}" for key in self.varied)
+
+    def name(self, keys: Iterable[str]) -> str:
+        """The net, then ``keys`` as key=value, a repeat's seed last: ``alexnet batch_size=64 seed=1``."""
+        shown = sorted((key for key in keys if key != "arch"), key=lambda key: key == "seed")
+        return " ".join([str(self.settings.get("arch", DEFAULTS.arch)),
+                         *(f"{key}={_show(self.settings[key])}" for key in shown)])
 
     @property
     def key(self) -> str:
@@ -85,6 +106,20 @@ class Suite:
     def size(self) -> str:
         return f"{len(self.points)} points = " + " × ".join(f"{axis} {n}" for axis, n in self.axes.items())
 
+    @functools.cached_property
+    def run_names(self) -> dict[str, str]:
+        """Point key -> its MLflow run's name: the net and the grid's settings that take two values or more, so
+        that the UI's runs table tells the points apart at a glance (the suite is the experiment and a tag
+        already); where two points would share a name, every point names all the settings the grid gives it."""
+        values = defaultdict(set)
+        for point in self.points:
+            for key in point.varied:
+                values[key].add(_show(point.settings[key]))
+        names = {p.key: p.name(key for key in p.varied if len(values[key]) > 1) for p in self.points}
+        if len(set(names.values())) < len(names):
+            names = {p.key: p.name(p.varied) for p in self.points}
+        return names
+
 
 def _show(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
@@ -97,22 +132,27 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench suite") -> int:
         print(f"# suite {suite.name}: {suite.size}", file=sys.stderr)
         print_commands([point_command(p, suite, args.tracking_uri) for p in suite.points])
         return 0
-    raise_keyboard_interrupt_on_sigterm()
+    raise_on_sigterm()
     return run_suite(suite, args)
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog=prog, description="Run a benchmark grid (configs/*.yaml), or print its commands.")
+    p = OneLineErrorParser(prog=prog, description=__doc__, formatter_class=LaidOutHelp)
     actions = p.add_subparsers(dest="action", required=True, metavar="{run,plan}")
-    run = actions.add_parser("run", help="run every point without a FINISHED run, one job after another")
-    plan = actions.add_parser("plan", help="print one shell command per point (all points), run nothing")
+    see_format = f"The suite file's format: {prog} --help."
+    run = actions.add_parser("run", help="run every point without a FINISHED run, one job after another",
+                             description=f"Run every point of a suite that has no FINISHED run yet, one job after "
+                                         f"another. {see_format}", formatter_class=LaidOutHelp)
+    plan = actions.add_parser("plan", help="print one shell command per point (all points), run nothing",
+                              description=f"Print one shell command per point of a suite (all points), for a "
+                                          f"scheduler; run nothing. {see_format}", formatter_class=LaidOutHelp)
     for sub in (run, plan):
         sub.add_argument("file", help="suite YAML file, e.g. configs/smoke.yaml")
         sub.add_argument("--tracking-uri", help="MLflow store of the runs, passed to every point "
                                                 "(default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     run.add_argument("--dry-run", action="store_true", help="print the grid size and what would run; run nothing")
-    run.add_argument("--log-dir", help="each point's output goes to LOG_DIR/point-NNNN.log "
-                                       "(default: suite-logs/SUITE_NAME)")
+    run.add_argument("--log-dir", help=f"each point's output goes to LOG_DIR/point-NNNN.log "
+                                       f"(default: {LOG_ROOT}/SUITE_NAME; git ignores {LOG_ROOT}/)")
     return p
 
 
@@ -124,9 +164,11 @@ class _Doc:
     def __init__(self, path: Path):
         self.path = path
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as err:
             raise UsageError(f"cannot read suite file {path}: {err.strerror}") from None
+        except UnicodeDecodeError as err:
+            raise UsageError(f"cannot read suite file {path}: not UTF-8 text (byte {err.start})") from None
         self.loader = yaml.SafeLoader(text)
         try:
             self.root = self.loader.get_single_node()
@@ -179,6 +221,8 @@ def load_suite(path: Path) -> Suite:
         raise doc.error(doc.root, "grid", "missing: a suite needs at least one axis, e.g. grid: {arch: [resnet-20]}")
     grid_key, grid_node = top["grid"]
     axes = _axes(doc, grid_node, fixed)
+    if "repeat" in top:
+        axes = {"repeat": _repeats(doc, top["repeat"][1], fixed, axes), **axes}
     base = {**RUN_DEFAULTS, **fixed}
     points = tuple(_point(doc, grid_key, base, combo) for combo in itertools.product(*axes.values()))
     return Suite(name, experiment, {axis: len(choices) for axis, choices in axes.items()}, points)
@@ -207,6 +251,17 @@ def _axes(doc: _Doc, grid_node: yaml.Node, fixed: dict) -> dict[str, list[dict]]
             set_by[key] = f"axis {axis}"
         axes[axis] = choices
     return axes
+
+
+def _repeats(doc: _Doc, node: yaml.Node, fixed: dict, axes: dict[str, list[dict]]) -> list[dict]:
+    """``repeat: N`` as an axis of N seeds from the suite's seed on; that seed leaves ``fixed`` for the axis."""
+    count = doc.value(node)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise doc.error(node, "repeat", f"{count!r} is not a number of repeats (an integer >= 1)")
+    if any("seed" in choice for choices in axes.values() for choice in choices):
+        raise doc.error(node, "repeat", "the grid sets seed already: give the seeds there, or repeat, not both")
+    first = fixed.pop("seed", DEFAULTS.data.seed)
+    return [{"seed": first + i} for i in range(count)]
 
 
 def _choice(doc: _Doc, axis: str, node: yaml.Node) -> dict:
@@ -340,7 +395,7 @@ def point_command(point: Point, suite: Suite, uri: str | None) -> list[str]:
     """The argument list that runs ``point`` through its launcher (never a shell string)."""
     launcher, world = point.settings["launcher"], point.settings["world_size"]
     flags = [*engine_flags(point.settings), "--experiment", suite.experiment,
-             "--run-name", f"{suite.name}: {point.label}",
+             "--run-name", suite.run_names[point.key],
              "--tag", f"{SUITE_TAG}={suite.name}", "--tag", f"{POINT_TAG}={point.key}"]
     if uri is not None:
         flags += ["--tracking-uri", uri]
@@ -389,7 +444,7 @@ def run_suite(suite: Suite, args: argparse.Namespace) -> int:
         print_commands([point_command(p, suite, args.tracking_uri) for p in todo])
         return 0
     _check_tools(todo, suite)
-    log_dir = Path(args.log_dir or Path("suite-logs") / suite.name)
+    log_dir = Path(args.log_dir or Path(LOG_ROOT) / suite.name)
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
@@ -427,14 +482,15 @@ def _run_points(suite: Suite, todo: list[Point], uri: str | None, log_dir: Path)
     outcomes = []
     with tqdm(total=len(todo), unit="point", disable=None, dynamic_ncols=True, file=sys.stderr) as bar:
         for n, point in enumerate(todo, 1):
-            bar.set_description_str(point.label)
+            name = suite.run_names[point.key]  # as the MLflow UI will show it
+            bar.set_description_str(name)
             if bar.disable:
-                print(f"[{n}/{len(todo)}] {point.label} ...", file=sys.stderr, flush=True)
+                print(f"[{n}/{len(todo)}] {name} ...", file=sys.stderr, flush=True)
             log = log_dir / f"point-{index[point.key]:04d}.log"
             outcome = _run_point(point, point_command(point, suite, uri), log)
             outcomes.append(outcome)
             result = "ok" if outcome.code == 0 else f"FAILED (exit {outcome.code}): {outcome.last_line} [log: {log}]"
-            tqdm.write(f"[{n}/{len(todo)}] {point.label}: {result} ({outcome.seconds:.0f} s)", file=sys.stderr)
+            tqdm.write(f"[{n}/{len(todo)}] {name}: {result} ({outcome.seconds:.0f} s)", file=sys.stderr)
             bar.update()
     return outcomes
 
@@ -473,7 +529,8 @@ def _summary(suite: Suite, outcomes: list[Outcome], done: set[str], seconds: flo
     have = sum(p.key in done for p in suite.points)
     lines = [f"\nsuite {suite.name}: ran {len(outcomes)} point(s) in {seconds:.0f} s, {len(failed)} failed; "
              f"{have} of {len(suite.points)} points now have a FINISHED run"]
-    lines += [f"  failed: {o.point.label} (exit {o.code}): {o.last_line}  [log: {o.log}]" for o in failed]
+    lines += [f"  failed: {suite.run_names[o.point.key]} (exit {o.code}): {o.last_line}  [log: {o.log}]"
+              for o in failed]
     if have < len(suite.points):
         lines.append("  run the same command again to retry the points without a FINISHED run")
     lines.append(f"  report: cnnbench report KIND --experiment {suite.experiment} --tracking-uri {uri} --out DIR")

@@ -2,9 +2,9 @@
 
 The runner, not the engine, owns everything that must be the same for every framework: the data (read and
 normalised by ``dataloaders``), the batch order, the clock (``train.engine.measure.EpochTimer``: steady-state
-images / wall seconds, warm-up steps excluded, windows for median and spread), the evaluation arithmetic
-and the MLflow record. A combination an engine cannot run here ends as an ``unsupported`` result: the run
-closes FINISHED with param ``outcome=unsupported`` and the reason in its ``cnnbench.end`` tag.
+images / wall seconds, warm-up steps excluded, windows for median and spread, each window logged), the
+evaluation arithmetic and the MLflow record. A combination an engine cannot run here ends as an ``unsupported``
+result: the run closes FINISHED with param ``outcome=unsupported`` and the reason in its ``cnnbench.end`` tag.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataloaders.normalization import MEAN_STD
 from dataloaders.synthetic import POOL_BATCHES
 from train.engine.config import DEFAULTS
 from train.engine.environment import environment_params
-from train.engine.measure import EpochTimer, EpochTiming
+from train.engine.measure import EpochTimer, EpochTiming, steady_rates, window_series
 from train.engine.tracking import MlflowTracker, tracking_uri
 from train.errors import UsageError
 from train.studies.frameworks.contract import Arrays, Engine, ModelInfo, TaskOptions, Unsupported
@@ -132,7 +132,7 @@ def train(engine: Engine, task: Task, data: Arrays, opts: TaskOptions, tracker) 
         if data.y_val is not None:
             metrics.update(evaluate(engine, data, opts))
             best = min(best, metrics["val_top1_err"])
-        tracker.log_metrics(metrics, step=epoch)
+        tracker.log_metrics(metrics, step=epoch, series=window_series(epoch, steady_rates(timing.windows)))
         log.info("%s %s epoch %d/%d: train loss %.4f, %.1f img/s%s", opts.framework, opts.task, epoch, opts.epochs,
                  loss, metrics["train_images_per_sec"],
                  f", val top-1 error {metrics['val_top1_err']:.2f} %" if "val_top1_err" in metrics else "")

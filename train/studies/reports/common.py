@@ -1,10 +1,15 @@
-"""What every report needs: which runs to flag, and Markdown tables."""
+"""What every report needs: which runs to flag, Markdown tables, and cells of measured figures."""
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass
+from typing import Callable
+
+from train.studies import stats
+from train.studies.figures import significant
 
 SPREAD_LIMIT_PCT = 10.0  # timing windows that disagree by more than this make a throughput figure suspect
 
@@ -41,12 +46,36 @@ class Measured:
     def median(self) -> float:
         return statistics.median(self.values)
 
-    def cell(self, spec: str) -> str:
-        """``median`` formatted with ``spec``; with repeats also ``(min–max, n=N)``; marked when flagged."""
-        text = format(self.median, spec)
-        if len(self.values) > 1:
-            text += f" ({min(self.values):{spec}}–{max(self.values):{spec}}, n={len(self.values)})"
+    @functools.cached_property
+    def interval(self) -> stats.Interval | None:
+        """The median's 95 % bootstrap interval over the runs (``train.studies.stats``); None for one run."""
+        return stats.median_interval([[v] for v in self.values]) if len(self.values) > 1 else None
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of the interval; the median twice for one run (for error bars)."""
+        return (self.interval.low, self.interval.high) if self.interval else (self.median, self.median)
+
+    def cell(self, show: Callable[[float], str] = significant) -> str:
+        """``median`` as ``show`` prints it; with repeats also ``[95 % CI low–high, n=N]``; marked when flagged."""
+        text = show(self.median)
+        if self.interval:
+            text += f" [{show(self.interval.low)}–{show(self.interval.high)}, n={len(self.values)}]"
         return f"{text} {FLAG_MARK}" if self.flagged else text
+
+
+NOT_SIGNIFICANT = "n.s."
+
+
+def ratio_cell(cell: Measured, baseline: Measured) -> str:
+    """cell / baseline as ``1.52×``; with repeats on both sides also its 95 % interval, and ``n.s.`` where that
+    interval holds 1 (the same bootstrap over runs as the cells' intervals); marked when either is flagged."""
+    flag = f" {FLAG_MARK}" if cell.flagged or baseline.flagged else ""
+    if not (cell.interval and baseline.interval):
+        return f"{cell.median / baseline.median:.2f}×{flag}"
+    _, _, ratio = stats.ratio_interval([[v] for v in baseline.values], [[v] for v in cell.values])
+    text = f"{ratio.estimate:.2f}× [{ratio.low:.2f}–{ratio.high:.2f}]"
+    return (text if stats.direction(ratio) else f"{text} {NOT_SIGNIFICANT}") + flag
 
 
 def measured(runs, metric: str) -> Measured | None:

@@ -16,10 +16,12 @@ from pathlib import Path
 
 from train.engine.schema import split_batch_size
 from train.errors import UsageError
+from train.studies.figures import significant
 from train.studies.reports.common import finished_runs_with, markdown_table
 from train.studies.reports.imagenet import STUDY, evaluation_runs, published_accuracy
 
 SETTING = ("device_name", "precision", "channels_last", "compile")
+PER_BATCH = ("latency_median_ms", "latency_p95_ms", "forward_images_per_sec", "forward_peak_mem_mib")  # table columns
 PLOTS = {
     "flops": "complexity_accuracy_vs_flops.png",
     "speed": "complexity_accuracy_vs_images_per_sec.png",
@@ -239,21 +241,23 @@ def _save(fig, path: Path, legends: list) -> None:
 def _markdown(nets: list[Net], runs: list, older: int) -> str:
     p = runs[0].data.params
     smallest, largest = _speed_batches(nets)[0], _speed_batches(nets)[-1]
-    summary = [[n.label, n.resolved, n.input_size, f"{n.params / 1e6:.2f}", f"{n.flops / 1e9:.2f}",
-                _accuracy_cell(n), _cell(n, smallest, "latency_median_ms"), _cell(n, largest, "forward_images_per_sec"),
-                f"{n.train_images_per_sec:.1f}"]
+    summary = [[n.label, n.resolved, n.input_size, significant(n.params / 1e6), significant(n.flops / 1e9),
+                significant(n.flops / 2e9), _accuracy_cell(n), _cell(n, smallest, "latency_median_ms"),
+                _cell(n, largest, "forward_images_per_sec"), significant(n.train_images_per_sec)]
                for n in sorted(nets, key=lambda n: n.flops)]
-    per_batch = [[n.label, b, f"{v['latency_median_ms']:.2f}", f"{v['latency_p95_ms']:.2f}",
-                  f"{v['forward_images_per_sec']:.1f}", f"{v['forward_peak_mem_mb']:.0f}"]
+    per_batch = [[n.label, b, *(significant(v[metric]) for metric in PER_BATCH)]
                  for n in sorted(nets, key=lambda n: n.flops) for b, v in n.by_batch.items()]
     parts = [
         "# Complexity of ImageNet nets (after Bianco et al. 2018)",
         f"{_title(runs[0])}; torch {p['torch_version']}, torchvision {p['torchvision_version']}, "
         f"timm {p['timm_version']}, cnnbench {p['git_sha']}. Random weights at each net's native input size; "
         f"latency over {p['timed_iters']} timed forward passes after {p['warmup_iters']} untimed ones, the device "
-        "synchronised around each; images/s = batch size / median latency.",
-        markdown_table(["arch", "net", "input", "params (M)", "GFLOPs", "Acc@1 %", f"latency ms at batch {smallest}",
-                        f"images/s at batch {largest}", f"training images/s (batch {p['batch_size']})"], summary),
+        "synchronised around each; images/s = batch size / median latency. GFLOPs and GMACs: forward pass of one "
+        "image; GMACs = GFLOPs / 2 (a multiply-add is 2 FLOPs). timm quotes GMACs, and torchvision's \"GFLOPS\" "
+        "count multiply-adds too (ResNet-50: 4.09).",
+        markdown_table(["arch", "net", "input", "params (M)", "GFLOPs", "GMACs", "Acc@1 %",
+                        f"latency ms at batch {smallest}", f"images/s at batch {largest}",
+                        f"training images/s (batch {p['batch_size']})"], summary),
         markdown_table(["arch", "batch", "latency median ms", "latency p95 ms", "images/s", "peak memory MiB"],
                        per_batch),
         "Peak memory: on CUDA the most allocated by tensors during the passes; on CPU the process's peak resident "
@@ -269,7 +273,7 @@ def _markdown(nets: list[Net], runs: list, older: int) -> str:
 
 
 def _cell(n: Net, batch: int, metric: str) -> str:
-    return f"{n.by_batch[batch][metric]:.1f}" if batch in n.by_batch else "–"
+    return significant(n.by_batch[batch][metric]) if batch in n.by_batch else "–"
 
 
 def _accuracy_cell(n: Net) -> str:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 from train.engine.outbox import END_TAG
 from train.errors import UsageError
+from train.studies.figures import percent, significant
 from train.studies.published import read_reference
 from train.studies.reports.common import environment_line, flagged_runs, markdown_table, measured
 
@@ -70,13 +72,18 @@ def _describe(key: tuple[str, ...], group: list) -> list[str]:
     return [params.get("framework_version", key[0]), key[1], key[2], key[3]]
 
 
-def _figure(group: list, metric: str, spec: str, why: bool = True) -> str:
+def _figure(group: list, metric: str, show: Callable[[float], str] = significant, why: bool = True) -> str:
     """The measured median; where there is none, why the framework could not run it (once per row)."""
     cell = measured(group, metric)
     if cell is not None:
-        return cell.cell(spec)
+        return cell.cell(show)
     unsupported = [r for r in group if r.data.params.get("outcome") == "unsupported"]
     return unsupported[0].data.tags.get(END_TAG, "unsupported") if unsupported and why else "—"
+
+
+def _whole_percent(value: float) -> str:
+    """A window spread in %: whole points are all it tells."""
+    return f"{value:.0f}"
 
 
 def _dlf(task: str, framework: str) -> dict:
@@ -93,8 +100,8 @@ def _vgg_table(rows) -> tuple[list[str], list[list]]:
     for key, group in rows:
         published = _dlf("vgg-cnn", key[0])
         table.append([*_describe(key, group), group[0].data.params.get("epochs", "?"),
-                      _figure(group, "final_val_top1_err", ".1f"), _figure(group, "fit_time_s", ".1f", why=False),
-                      _figure(group, "train_images_per_sec", ".1f", why=False), published.get("framework", "—"),
+                      _figure(group, "final_val_top1_err", percent), _figure(group, "fit_time_s", why=False),
+                      _figure(group, "train_images_per_sec", why=False), published.get("framework", "—"),
                       f"{100 - float(published['test_acc']):.0f}" if published else "—",
                       published.get("train_s", "—")])
     return headers, table
@@ -106,8 +113,8 @@ def _train_table(rows) -> tuple[list[str], list[list]]:
     published = {(r["backend"], r["data_format"]): r["images_per_s"] for r in read_reference("keras_backends_published")
                  if r["data"] == "synthetic" and r["gpus"] == "0" and r["model"] == "resnet50_v1"}
     return headers, [[*_describe(key, group), group[0].data.params.get("arch_resolved", "—"), key[4],
-                      _figure(group, "train_images_per_sec", ".2f"),
-                      _figure(group, "train_images_per_sec_spread", ".0f", why=False),
+                      _figure(group, "train_images_per_sec"),
+                      _figure(group, "train_images_per_sec_spread", _whole_percent, why=False),
                       published.get((key[0], key[1]), "—")] for key, group in rows]
 
 
@@ -118,8 +125,8 @@ def _infer_table(rows) -> tuple[list[str], list[list]]:
     for key, group in rows:
         published = _dlf("resnet50-infer", key[0])
         table.append([*_describe(key, group), group[0].data.params.get("arch_resolved", "—"), key[4],
-                      _figure(group, "infer_images_per_sec", ".1f"),
-                      _figure(group, "infer_images_per_sec_spread", ".0f", why=False),
+                      _figure(group, "infer_images_per_sec"),
+                      _figure(group, "infer_images_per_sec_spread", _whole_percent, why=False),
                       published.get("framework", "—"), published.get("images_per_s_cpu", "—"),
                       published.get("images_per_s_gpu", "—")])
     return headers, table

@@ -1,9 +1,12 @@
-"""Training throughput: images/s by arch × batch size × memory format × precision × world size, the scaling
-efficiency of N workers against one, and a plot of images/s against batch size (like keras-mxnet's backend
-tables). One table per device.
+"""Training throughput: images/s by arch × batch size × memory format × precision × world size, the speed-up of
+each format and precision over NCHW fp32, the scaling efficiency of N workers against one, and a plot of images/s
+against batch size (like keras-mxnet's backend tables). One table per device.
 
-Scaling efficiency = images/s with N workers ÷ (N × images/s with 1 worker) at the same per-worker batch,
-format and precision; "1 worker" is every one-process run of that configuration, whatever its launcher.
+With repeats (seeds), a cell is the median over its runs with a 95 % bootstrap interval, and the speed-up its
+ratio to the NCHW fp32 cell of the same arch, data, batch and workers, with an interval; ``n.s.`` marks a
+speed-up whose interval holds 1. Scaling efficiency = images/s with N workers ÷ (N × images/s with 1 worker) at
+the same per-worker batch, format and precision; "1 worker" is every one-process run of that configuration,
+whatever its launcher.
 """
 from __future__ import annotations
 
@@ -13,14 +16,26 @@ from pathlib import Path
 
 from train.engine.schema import METRIC_BY_NAME
 from train.errors import UsageError
-from train.studies.reports.common import FLAG_MARK, Measured, environment_line, flagged_runs, markdown_table, measured
+from train.studies import stats
+from train.studies.figures import significant
+from train.studies.reports.common import (
+    FLAG_MARK,
+    NOT_SIGNIFICANT,
+    Measured,
+    environment_line,
+    flagged_runs,
+    markdown_table,
+    measured,
+    ratio_cell,
+)
 
 METRIC = "train_images_per_sec"
 # what one worker's images/s depends on; a table row adds how many workers ran and how they were launched
 CONFIG = ("device_name", "arch", "dataset", "image_size", "channels_last", "precision", "batch_size")
 ROW = (*CONFIG, "world_size", "launcher")
+BASELINE = {"channels_last": "False", "precision": "fp32"}  # what the speed-up column divides by: NCHW fp32
 HEADERS = ["arch", "data", "batch / worker", "format", "precision", "launcher", "workers", "images/s",
-           "images/s per worker", "scaling efficiency"]
+           "vs NCHW fp32", "images/s per worker", "scaling efficiency"]
 
 
 def _key(run, fields: tuple[str, ...]) -> tuple[str, ...]:
@@ -57,23 +72,35 @@ def _markdown(figures: dict, baselines: dict, runs: list) -> str:
     parts = [
         "# Training throughput",
         f"`{METRIC}` ({metric.unit}, all workers together): {metric.aggregation}, of the last epoch; with "
-        f"repeats the median (min–max, n). Scaling efficiency = images/s with N workers ÷ (N × images/s with "
-        f"1 worker) at the same per-worker batch, format and precision.",
+        f"repeats the median over the runs [95 % bootstrap interval, n runs]. vs NCHW fp32: images/s ÷ that of "
+        f"the NCHW fp32 row with the same arch, data, batch, launcher and workers; with repeats on both sides its "
+        f"95 % interval (bootstrap over runs, each side resampled on its own), marked {NOT_SIGNIFICANT} where the "
+        f"interval holds 1 (no significant difference). Scaling efficiency = images/s with N workers ÷ "
+        f"(N × images/s with 1 worker) at the same per-worker batch, format and precision. {stats.FEW_VALUES}",
         environment_line(runs) + ".",
     ]
     for device in sorted({row[0] for row in figures}):
-        rows = [_table_row(row, cell, baselines) for row, cell in figures.items() if row[0] == device]
+        rows = [_table_row(row, cell, figures, baselines) for row, cell in figures.items() if row[0] == device]
         parts += [f"## {device}", markdown_table(HEADERS, rows)]
     parts += ["![Training images/s against batch size](throughput.png)", flagged_runs(runs)]
     return "\n\n".join(part for part in parts if part) + "\n"
 
 
-def _table_row(row: tuple[str, ...], cell: Measured, baselines: dict) -> list[str]:
+def _table_row(row: tuple[str, ...], cell: Measured, figures: dict, baselines: dict) -> list[str]:
     fields = dict(zip(ROW, row))
     world = int(fields["world_size"])
     return [fields["arch"], f"{fields['dataset']} {fields['image_size']} px", fields["batch_size"],
             _format(fields["channels_last"]), fields["precision"], fields["launcher"], str(world),
-            cell.cell(".1f"), f"{cell.median / world:.1f}", _efficiency(cell, world, baselines[row[:len(CONFIG)]])]
+            cell.cell(), _speed_up(fields, cell, figures), significant(cell.median / world),
+            _efficiency(cell, world, baselines[row[:len(CONFIG)]])]
+
+
+def _speed_up(fields: dict, cell: Measured, figures: dict) -> str:
+    """This row's images/s over the NCHW fp32 row's of the same arch, data, batch, launcher and workers."""
+    if all(fields[key] == value for key, value in BASELINE.items()):
+        return "(baseline)"
+    baseline = figures.get(tuple({**fields, **BASELINE}[key] for key in ROW))
+    return ratio_cell(cell, baseline) if baseline else "— (no NCHW fp32 run)"
 
 
 def _format(channels_last: str) -> str:
@@ -125,14 +152,15 @@ def plot(figures: dict, path: Path) -> None:
                 handles.append(h)
                 labels.append(label)
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=9,  # as wide as the panels
-               title=f"format precision, launcher × workers   (hollow: flagged runs {FLAG_MARK})", title_fontsize=9)
+               title=f"format precision, launcher × workers   (bars: 95 % interval over repeats; hollow: flagged runs "
+                     f"{FLAG_MARK})", title_fontsize=9)
     fig.savefig(path, dpi=120)
 
 
 def _plot_series(ax, points: list[tuple[int, Measured]], colour: str, label: str) -> None:
     batches = [b for b, _ in points]
     medians = [cell.median for _, cell in points]
-    spread = [[c.median - min(c.values) for _, c in points], [max(c.values) - c.median for _, c in points]]
+    spread = [[c.median - c.bounds[0] for _, c in points], [c.bounds[1] - c.median for _, c in points]]
     ax.errorbar(batches, medians, yerr=spread, color=colour, marker="o", capsize=3, label=label)
     flagged = [(b, c.median) for b, c in points if c.flagged]
     if flagged:

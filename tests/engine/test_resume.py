@@ -1,0 +1,92 @@
+"""A resumed run follows the settings it is resumed with, and its run-level figures cover every segment of it.
+
+In-process runs of the single launcher on tiny synthetic data; the equivalence matrix (test_equivalence.py) holds
+the same paths against uninterrupted runs on every launcher.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from launchers import single
+from tests.workspace import Workspace
+from train.engine import loop
+from train.engine.checkpoint import find_checkpoint, load_checkpoint
+from train.engine.mfu import Peak
+
+TINY = ["--dataset", "synthetic", "--image-size", "32", "--num-classes", "10", "--synthetic-train-size", "64",
+        "--synthetic-val-size", "32", "--batch-size", "16", "--warmup-steps", "0", "--threads", "1"]
+
+
+def train(ws: Workspace, *flags: str) -> None:
+    assert single.main([*ws.flags(), *TINY, *flags]) == 0
+
+
+def resume(ws: Workspace, *flags: str) -> None:
+    (run,) = ws.runs()
+    train(ws, "--resume", str(ws.root / "ckpt" / run.info.run_id), *flags)
+
+
+def logged(ws: Workspace, metric: str) -> list[tuple[int, float]]:
+    (run,) = ws.runs()
+    return [(m.step, m.value) for m in ws.history(run.info.run_id, metric)]
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch) -> Workspace:
+    monkeypatch.chdir(tmp_path)
+    return Workspace(tmp_path)
+
+
+def test_more_epochs_on_resume_extend_the_cosine_schedule(ws):
+    train(ws, "--epochs", "2", "--lr", "0.1", "--schedule", "cosine")
+    resume(ws, "--epochs", "4")
+    cosine = [0.1 * (1 + math.cos(math.pi * k / 2)) / 2 for k in range(2)]  # over the first 2 epochs
+    cosine += [0.1 * (1 + math.cos(math.pi * k / 4)) / 2 for k in range(2, 4)]  # then over 4
+    assert [step for step, _ in logged(ws, "lr")] == [1, 2, 3, 4]
+    assert [lr for _, lr in logged(ws, "lr")] == pytest.approx(cosine, rel=1e-12)
+    (run,) = ws.runs()
+    assert run.data.params["epochs"] == "2"  # params are immutable: the tag says what the run resumed with
+    assert run.data.tags["cnnbench.resumed.epoch-2"] == "epochs: 2 -> 4"
+
+
+def test_new_milestones_and_optimizer_settings_given_on_resume_replace_the_checkpoints(ws):
+    train(ws, "--epochs", "3", "--stop-after", "1", "--lr", "0.1", "--momentum", "0.9", "--weight-decay", "1e-4",
+          "--schedule", "multistep", "--milestones", "3")
+    resume(ws, "--lr", "0.04", "--momentum", "0.5", "--weight-decay", "0", "--milestones", "2")
+    assert [lr for _, lr in logged(ws, "lr")] == pytest.approx([0.1, 0.04, 0.004], rel=1e-12)
+    (run,) = ws.runs()
+    group = load_checkpoint(find_checkpoint(str(ws.root / "ckpt" / run.info.run_id)))["optimizer"]["param_groups"][0]
+    assert (group["momentum"], group["weight_decay"]) == (0.5, 0.0)
+    changes = run.data.tags["cnnbench.resumed.epoch-1"]
+    assert changes == "lr: 0.1 -> 0.04; momentum: 0.9 -> 0.5; weight_decay: 0.0001 -> 0.0; milestones: (3,) -> (2,)"
+
+
+def test_run_level_figures_cover_every_segment_of_a_resumed_run(ws, monkeypatch):
+    peaks = iter([700.0, 300.0])  # MiB: the first segment's epoch needs more memory than the second's
+    monkeypatch.setattr(loop, "peak_memory_mib", lambda device: next(peaks))
+    train(ws, "--epochs", "2", "--stop-after", "1")
+    resume(ws)
+    (run,) = ws.runs()
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["peak_mem_mib"] == 700.0
+    epochs = [v for _, v in logged(ws, "epoch_time_s")]
+    evals = [v for _, v in logged(ws, "eval_time_s")]
+    assert len(epochs) == len(evals) == 2
+    assert run.data.metrics["train_time_s"] == pytest.approx(sum(epochs) + sum(evals), rel=1e-9)
+
+
+def test_peak_memory_leaves_out_what_start_up_probes_allocated(ws, monkeypatch):
+    def probe_that_allocates(*args, **kwargs):
+        spike = torch.ones(512 * 2**20 // 4)  # 512 MiB, touched page by page, as a large probe would be
+        del spike
+        return Peak(1.0, "given (--peak-tflops)")
+
+    before = loop.peak_memory_mib(torch.device("cpu"))
+    monkeypatch.setattr(loop, "job_peak", probe_that_allocates)
+    train(ws, "--epochs", "1")
+    (run,) = ws.runs()
+    # the tiny run itself needs a few MiB more than the process held before; the probe's 512 MiB are not its
+    assert run.data.metrics["peak_mem_mib"] < before + 256

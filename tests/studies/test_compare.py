@@ -1,0 +1,176 @@
+"""``cnnbench compare`` over synthetic runs logged straight into a temp MLflow store, whose true ratio is known."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.studies.test_report import table
+from tests.studies.test_suite import cnnbench
+from train.studies.report import REPORT_TAG
+
+WINDOWS = 40  # timing windows per run
+SPREAD = 0.05  # windows' coefficient of variation, like a loaded CPU
+RUN_SPREAD = 0.03  # run-to-run coefficient of variation of a run's level
+
+
+def log_run(client, experiment_id: str, precision: str, windows, run_metrics: dict | None = None,
+            status: str = "FINISHED", tags: dict | None = None) -> str:
+    """A run as the engine records one: params, its window history (step = window index), run metrics."""
+    from mlflow.entities import Metric, Param
+
+    run_id = client.create_run(experiment_id, run_name=f"{precision} run", tags=tags or {}).info.run_id
+    metrics = [Metric("train_images_per_sec_window", float(v), 0, step) for step, v in enumerate(windows, 1)]
+    metrics += [Metric(k, float(v), 0, 0) for k, v in (run_metrics or {}).items()]
+    client.log_batch(run_id, params=[Param("precision", precision)], metrics=metrics)
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+def windows_of(rng: np.random.Generator, level: float) -> np.ndarray:
+    """One run's windows: its level times a run factor, with window-to-window noise."""
+    return level * rng.lognormal(0, RUN_SPREAD) * rng.normal(1, SPREAD, WINDOWS)
+
+
+@pytest.fixture
+def store(ws):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(ws.uri)
+    return ws, client, client.create_experiment("cmp")
+
+
+def compare(capsys, ws, *argv: str) -> tuple[int, str, str]:
+    return cnnbench(capsys, "compare", "--experiment", "cmp", "--tracking-uri", ws.uri, *argv)
+
+
+def rows_of(stdout: str) -> dict[str, dict[str, str]]:
+    return {row["metric"].split(" ")[0]: row for row in table(stdout, "metric")}
+
+
+def interval(cell: str) -> tuple[float, float, float]:
+    """``1.203 [1.150–1.260] (...)`` -> (1.203, 1.150, 1.260)."""
+    estimate, rest = cell.split(" [", 1)
+    low, high = rest.split("]", 1)[0].split("–")
+    return float(estimate), float(low), float(high)
+
+
+@pytest.mark.parametrize("runs_per_side", [1, 3])
+def test_a_planted_20_percent_speed_up_is_covered_and_called_faster(store, capsys, runs_per_side):
+    ws, client, experiment = store
+    rng = np.random.default_rng(7)
+    for _ in range(runs_per_side):
+        log_run(client, experiment, "fp32", windows_of(rng, 100.0))
+        log_run(client, experiment, "bf16", windows_of(rng, 120.0))
+    code, out, _ = compare(capsys, ws, "--a", "params.precision = 'fp32'", "--b", "params.precision = 'bf16'")
+    assert code == 0
+    (row,) = rows_of(out).values()
+    estimate, low, high = interval(row["B / A [95 % CI]"])
+    assert low <= 1.2 <= high and low > 1  # covers the truth, and excludes "no difference"
+    assert row["verdict"] == "B faster"
+    assert row["A: median [95 % CI]"].endswith(f"({runs_per_side} run{'s' * (runs_per_side > 1)}, "
+                                               f"{runs_per_side * WINDOWS} windows)")
+    assert "10,000 resamples, seed 0" in out
+
+
+def test_a_against_a_is_no_significant_difference_for_every_metric(store, capsys):
+    ws, client, experiment = store
+    rng = np.random.default_rng(11)
+    for _ in range(3):
+        log_run(client, experiment, "fp32", windows_of(rng, 100.0),
+                {"final_val_top1_err": rng.normal(10, 0.5), "time_to_target_s": rng.normal(60, 3)})
+    same = "params.precision = 'fp32'"  # the same runs on both sides, each side resampled on its own
+    code, out, _ = compare(capsys, ws, "--a", same, "--b", same)
+    assert code == 0
+    rows = rows_of(out)
+    assert list(rows) == ["images/s", "val-error", "time-to-target"]  # every metric the runs logged
+    for row in rows.values():
+        estimate, low, high = interval(row["B / A [95 % CI]"])
+        assert estimate == 1 and low < 1 < high and row["verdict"] == "no significant difference"
+        assert row["A: median [95 % CI]"] == row["B: median [95 % CI]"]
+    assert "Caution" not in out  # 3 runs per side
+
+
+def test_run_ids_the_same_numbers_twice_and_the_logged_artifact(store, capsys):
+    from mlflow import MlflowClient
+
+    ws, client, experiment = store
+    rng = np.random.default_rng(3)
+    a = log_run(client, experiment, "fp32", windows_of(rng, 100.0), {"final_val_top1_err": 12.0})
+    b = log_run(client, experiment, "bf16", windows_of(rng, 90.0), {"final_val_top1_err": 9.0})
+    code, first, _ = compare(capsys, ws, "--a-runs", a, "--b-runs", b)
+    assert code == 0 and compare(capsys, ws, "--a-runs", a, "--b-runs", b)[1].split("\nlogged")[0] == \
+        first.split("\nlogged")[0]  # seeded: the same runs give the same intervals
+    rows = rows_of(first)
+    assert rows["images/s"]["verdict"] == "B slower"
+    assert "Caution: A has 1 run and B has 1 run." in first
+    # one value per side: nothing to resample, the interval is the value itself, and no verdict can be drawn
+    assert rows["val-error"]["A: median [95 % CI]"] == "12.00 [12.00–12.00] (1 run)"
+    assert rows["val-error"]["B / A [95 % CI]"] == "0.750 [0.750–0.750]"
+    assert rows["val-error"]["verdict"] == "no verdict: one value on side A and B"
+    logged = [r for r in ws.runs("cmp") if r.data.tags.get(REPORT_TAG) == "compare"]  # reports leave them out
+    assert len(logged) == 2
+    logged = next(r for r in logged if r.info.run_id in first)
+    artifacts = MlflowClient(ws.uri).download_artifacts(logged.info.run_id, "compare.json", str(ws.root))
+    record = json.loads(open(artifacts).read())
+    assert record["sides"]["A"]["runs"] == [a] and record["metrics"]["images/s"]["verdict"] == "B slower"
+
+
+def test_a_filter_leaves_out_report_and_unfinished_runs(store, capsys):
+    ws, client, experiment = store
+    rng = np.random.default_rng(5)
+    kept = log_run(client, experiment, "fp32", windows_of(rng, 100.0))
+    log_run(client, experiment, "fp32", windows_of(rng, 10.0), status="KILLED")
+    log_run(client, experiment, "fp32", windows_of(rng, 10.0), tags={REPORT_TAG: "compare"})
+    log_run(client, experiment, "bf16", windows_of(rng, 100.0))
+    code, out, _ = compare(capsys, ws, "--a", "params.precision = 'fp32'", "--b", "params.precision = 'bf16'")
+    assert code == 0 and f"(1 run: {kept[:8]})" in out
+
+
+BAD_INPUT = {
+    "unknown run id": (["--a-runs", "0123456789abcdef0123456789abcdef", "--b", "params.precision = 'bf16'"],
+                       "no run '0123456789abcdef0123456789abcdef'"),
+    "empty filter result": (["--a", "params.precision = 'fp16'", "--b", "params.precision = 'bf16'"],
+                            "matches no FINISHED training run"),
+    "bad filter": (["--a", "params.precision == fp16", "--b", "params.precision = 'bf16'"], "--a "),
+    "metric missing on one side": (["--a", "params.precision = 'fp32'", "--b", "params.precision = 'bf16'",
+                                    "--metric", "time-to-target"], "has no time_to_target_s (not reached"),
+    "metric missing by default": (["--a", "params.precision = 'fp32'", "--b", "params.precision = 'bf16'"],
+                                  "has no time_to_target_s"),
+    "killed run by id": (["--a-runs", "KILLED", "--b", "params.precision = 'bf16'"], "compare takes FINISHED runs"),
+    "no side B": (["--a", "params.precision = 'fp32'"], "one of the arguments --b --b-runs is required"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_is_one_line_and_exit_2(store, capsys, case):
+    ws, client, experiment = store
+    rng = np.random.default_rng(1)
+    log_run(client, experiment, "fp32", windows_of(rng, 100.0), {"time_to_target_s": 50.0})
+    log_run(client, experiment, "bf16", windows_of(rng, 100.0),
+            tags={"cnnbench.target": "not reached in 5 epochs: best 12.30 % > 10 %"})
+    killed = log_run(client, experiment, "fp32", windows_of(rng, 100.0), status="KILLED")
+    argv, message = BAD_INPUT[case]
+    code, out, err = compare(capsys, ws, *[killed if word == "KILLED" else word for word in argv])
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("cnnbench") and "error: " in err and message in err, err
+    assert "Traceback" not in err
+
+
+def test_figures_carry_three_significant_digits_at_any_size(store, capsys):
+    """A CPU's 3.95 images/s prints as 3.95, not 4.0 (issue 17); a time to target of 1234.5 s keeps its digits."""
+    from train.studies import stats
+    from train.studies.figures import significant
+
+    ws, client, experiment = store
+    a = log_run(client, experiment, "fp32", [3.95, 3.94, 3.96], {"time_to_target_s": 1234.5})
+    b = log_run(client, experiment, "bf16", [3.91, 3.93, 3.92], {"time_to_target_s": 1200.0})
+    code, out, _ = compare(capsys, ws, "--a-runs", a, "--b-runs", b)
+    assert code == 0
+    rows = rows_of(out)
+    side_a, _, _ = stats.ratio_interval([[3.95, 3.94, 3.96]], [[3.91, 3.93, 3.92]])
+    assert rows["images/s"]["A: median [95 % CI]"] == (
+        f"{significant(side_a.estimate)} [{significant(side_a.low)}–{significant(side_a.high)}] (1 run, 3 windows)")
+    assert rows["images/s"]["A: median [95 % CI]"].startswith("3.95 [")
+    assert rows["time-to-target"]["A: median [95 % CI]"] == "1234 [1234–1234] (1 run)"

@@ -1,0 +1,171 @@
+"""Installing: supported ranges in setup.cfg, CI's exact versions in one lock, the floor stated alike everywhere;
+.ci/setup from a wheel folder with no index, and into a Python whose torch it must keep.
+
+The install tests run the real .ci/setup on a stub project (tiny dependencies, wheels made here) in a temporary
+folder: what they install takes seconds, not torch; and no package index is reachable (pip's configuration and
+environment are left out, its index pointed at a closed port).
+"""
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.workspace import REPO
+
+LOCK = REPO / ".ci" / "constraints.txt"
+OFFLINE = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
+           "PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": "http://127.0.0.1:9/", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def requirements() -> list[Requirement]:
+    """setup.cfg's requirements and extras, less the extras that name cnnbench's own."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    lines = cfg["options"]["install_requires"].splitlines()
+    lines += [line for extra in cfg["options.extras_require"].values() for line in extra.splitlines()]
+    found = [Requirement(line) for line in lines if line.strip()]
+    return [r for r in found if r.name != "cnnbench"]
+
+
+def lock() -> dict[str, str]:
+    pins = [line.split("==") for line in LOCK.read_text().splitlines() if line and not line.startswith("#")]
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def floor(name: str) -> str:
+    (spec,) = [s for r in requirements() if r.name == name for s in r.specifier if s.operator == ">="]
+    return spec.version
+
+
+def test_setup_cfg_states_ranges_and_the_lock_pins_a_version_inside_each():
+    pins = lock()
+    for req in requirements():
+        pinned = pins[canonicalize_name(req.name)]
+        assert not any(s.operator in ("==", "===", "~=") for s in req.specifier), f"{req}: a range, not a pin"
+        assert req.specifier.contains(pinned, prereleases=True), f"{req} leaves out the lock's {pinned}"
+
+
+def test_the_environment_running_the_tests_is_exactly_the_lock():
+    """What .ci/setup installed is all pinned: a dependency added without its pins would drift between CI runs."""
+    pins = lock()
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed.pop("cnnbench")
+    assert {name: (version, pins.get(name)) for name, version in installed.items() if pins.get(name) != version} == {}
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/install.md"])
+def test_the_supported_torch_range_is_stated_alike_in_setup_cfg_and_the_docs(page):
+    text = " ".join((REPO / page).read_text().split())  # a sentence may be wrapped anywhere
+    python_floor = re.search(r"python_requires = >=(\S+)", (REPO / "setup.cfg").read_text())[1]
+    stated = re.search(r"supports \*\*torch (\S+) or newer\*\* \(torchvision (\S+) or newer\) on Python (\S+) or newer",
+                       text)
+    assert stated and stated.groups() == (floor("torch"), floor("torchvision"), python_floor)
+
+
+# --- .ci/setup on a stub project ---
+
+def write_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
+    """The wheel of an empty package: what pip needs to install one, nothing more."""
+    info = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": "",
+             f"{info}/METADATA": "".join(f"{line}\n" for line in ("Metadata-Version: 2.1", f"Name: {name}",
+                                                                    f"Version: {version}",
+                                                                    *(f"Requires-Dist: {r}" for r in requires))),
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: cnnbench-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
+        for path, text in files.items():
+            wheel.writestr(path, text)
+
+
+def repack_wheel(folder: Path, name: str) -> None:
+    """A wheel of a pure-Python distribution installed here, from its installed files (its RECORD lists them)."""
+    dist = metadata.distribution(name)
+    with zipfile.ZipFile(folder / f"{name}-{dist.version}-py3-none-any.whl", "w") as wheel:
+        for path in dist.files:
+            if "__pycache__" not in path.parts and Path(dist.locate_file(path)).is_file():
+                wheel.write(dist.locate_file(path), str(path))
+
+
+@pytest.fixture
+def stub(tmp_path) -> Path:
+    """A project that .ci/setup installs like cnnbench: setup.cfg ranges, a lock, the setup scripts themselves."""
+    project = tmp_path / "project"
+    (project / ".ci").mkdir(parents=True)
+    (project / "stub").mkdir()
+    (project / "stub" / "__init__.py").touch()
+    for script in ("setup", "here-keeps.txt"):
+        shutil.copy(REPO / ".ci" / script, project / ".ci" / script)
+    (project / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text())
+    (project / "setup.cfg").write_text("[metadata]\nname = stub\nversion = 1.0\n[options]\npackages = stub\n"
+                                       "install_requires =\n    torch>=2.4\n    tinydep>=1.0\n"
+                                       "[options.extras_require]\npytest =\n    tinytest>=1.0\n")
+    (project / ".ci" / "constraints.txt").write_text("# CI's versions\ntorch==2.6.0\ntinydep==1.1\n")
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for name, version in [("torch", "2.6.0"), ("torch", "9.0"), ("tinydep", "1.0"), ("tinydep", "1.1"),
+                          ("tinydep", "2.0"), ("tinytest", "1.0")]:
+        write_wheel(wheels, name, version)
+    repack_wheel(wheels, "setuptools")  # pip builds the editable project with it
+    return project
+
+
+def setup(project: Path, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess:
+    env = {**OFFLINE, "PYTHON": python}
+    return subprocess.run(["bash", ".ci/setup", *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def installed(python: Path) -> set[str]:
+    listing = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], env=OFFLINE,
+                             capture_output=True, text=True, check=True).stdout
+    return set(listing.lower().split())
+
+
+def test_setup_installs_the_locked_versions_from_a_wheel_folder_without_an_index(stub):
+    proc = setup(stub, "--wheels", "../wheels")
+    assert proc.returncode == 0, proc.stderr
+    # the lock's versions, though the folder has newer ones
+    assert {"stub==1.0", "torch==2.6.0", "tinydep==1.1"} <= installed(stub / ".venv" / "bin" / "python")
+
+
+def test_here_keeps_the_torch_of_the_python_it_installs_into(stub, tmp_path):
+    machine = tmp_path / "machine"  # a container's Python: its torch a pre-release with a local tag, as NGC's are
+    subprocess.run([sys.executable, "-m", "venv", str(machine)], check=True)
+    python = machine / "bin" / "python"
+    proc = setup(stub, "--here", "--wheels", "../wheels", python=str(python))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "which has none" in proc.stderr
+
+    write_wheel(tmp_path, "torch", "2.5.0a0+nv24.10")
+    subprocess.run([str(python), "-m", "pip", "install", "--no-index", "--find-links", str(tmp_path), "torch"],
+                   env=OFFLINE, check=True, capture_output=True)
+    proc = setup(stub, "--here", "--wheels", "../wheels", python=str(python))
+    assert proc.returncode == 0, proc.stderr
+    # its own torch kept, the rest within setup.cfg's ranges (the lock is CI's, not this machine's); no .venv
+    assert {"stub==1.0", "torch==2.5.0a0+nv24.10", "tinydep==2.0", "tinytest==1.0"} <= installed(python)
+    assert not (stub / ".venv").exists()
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["--wheels"], ["--wheels", "no-such-folder"], ["--test", "--here"],
+                                  ["--test", "--wheels", "."]])
+def test_bad_setup_flags_end_in_one_line_and_exit_2(stub, args):
+    proc = setup(stub, *args)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (stub / ".venv").exists()
+
+
+@pytest.mark.parametrize("script", ["fill-wheels", "check-floor"])
+def test_scripts_without_their_folder_say_how_to_call_them(script):
+    proc = subprocess.run(["bash", str(REPO / ".ci" / script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"usage: bash .ci/{script} DIR")
