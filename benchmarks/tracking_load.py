@@ -180,7 +180,7 @@ def run_load(jobs: int, ddp_jobs: int, epochs: int, restarts: int = 2, root: Pat
             if proc.poll() is None:
                 load.problems.append(f"job {i} still running after {timeout_s:g} s: killed")
             elif proc.returncode:
-                load.problems.append(f"job {i} exited {proc.returncode}: see {logs[i]}")
+                load.problems.append(f"job {i} exited {proc.returncode} ({_last_line(logs[i])}): see {logs[i]}")
         for log in logs:
             for writes, retried in DELIVERED.findall(log.read_text(errors="replace")):
                 load.writes += int(writes)
@@ -197,6 +197,12 @@ def run_load(jobs: int, ddp_jobs: int, epochs: int, restarts: int = 2, root: Pat
 def _wait(done, deadline: float) -> None:
     while not done() and time.monotonic() < deadline:
         time.sleep(0.5)
+
+
+def _last_line(log: Path) -> str:
+    """The job's last words (its one-line error, or the last traceback line): the log may not outlive the test."""
+    lines = log.read_text(errors="replace").strip().splitlines()
+    return lines[-1][:500] if lines else "no output"
 
 
 def _all_ended(procs) -> bool:

@@ -1,8 +1,11 @@
 """The command line as a newcomer meets it: an instant listing, one error prefix, no silent abbreviations."""
 from __future__ import annotations
 
+import configparser
+import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,17 @@ def test_the_listing_imports_nothing_heavy():
     proc = run(sys.executable, "-c", probe)
     assert proc.returncode == 0, proc.stderr
     assert "commands:" in proc.stdout and proc.stdout.strip().endswith("[]")
+
+
+def test_the_declared_console_script_is_the_cli_of_this_tree():
+    # an installed venv keeps the script of its install: this reads the declaration itself
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).parents[1] / "setup.cfg")
+    (declared,) = setup["options.entry_points"]["console_scripts"].strip().splitlines()
+    name, target = (part.strip() for part in declared.split("="))
+    module, function = target.split(":")
+    assert name == "cnnbench"
+    assert getattr(importlib.import_module(module), function) is importlib.import_module("train.cli").main
 
 
 def test_an_unknown_command_is_named_with_the_closest_one():

@@ -104,11 +104,26 @@ def deliver(client, run_id: str, write: dict) -> None:
                          tags=[RunTag(k, v) for k, v in write["tags"].items()])
 
 
+DATASET_ATTEMPTS = 3
+
+
 def _log_dataset(client, run_id: str, write: dict) -> None:
     from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
 
     dataset = Dataset(write["name"], write["digest"], write["source_type"], json.dumps({"uri": write["source"]}))
-    client.log_inputs(run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", write["context"])])])
+    inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", write["context"])])]
+    for attempt in range(1, DATASET_ATTEMPTS + 1):
+        try:
+            client.log_inputs(run_id, inputs)
+            return
+        except MlflowException as err:
+            # MLflow's store looks the data set up, then inserts it: runs that log a new data set of one experiment
+            # at the same moment all insert it, and all but the first are answered 400 (a primary-key clash), no
+            # refusal at all. Asked again, the store finds the first one's row.
+            if err.get_http_status_code() != 400 or attempt == DATASET_ATTEMPTS:
+                raise
+            time.sleep(0.1 * attempt)
 
 
 def _set_status(client, run_id: str, write: dict) -> None:
