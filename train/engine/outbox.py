@@ -16,7 +16,7 @@ checkpoint) are marked ``replay`` and checked against the store before they are 
 
 The store's errors are told apart: an outage (no answer, or an answer that it is busy or broken for now: HTTP
 5xx, 429) is waited out; a refusal for good (4xx: a deleted or unknown run, a bad value) stops at once, in one
-line, with the writes kept in the file.
+line, with the writes kept in the file (a data-set write answered 400 is asked again first: ``_log_dataset``).
 """
 from __future__ import annotations
 
