@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._processes import free_port, kill_tree  # noqa: E402
 from train.engine.outbox import OUTBOX_NAME, read_outbox  # noqa: E402
 from train.engine.schema import EPOCH_METRICS, WINDOW_METRICS  # noqa: E402
 
@@ -45,29 +45,6 @@ RUN_FIGURES = ("num_params", "flops_per_image", "best_val_top1_err", "final_val_
                "train_time_s")
 DELIVERED = re.compile(r"MLflow: all (\d+) writes of run \w+ delivered to \S+ \((\d+) after a retry\)")
 GONE = "does not answer"  # what a job logs when the first write fails
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def kill_tree(pid: int) -> None:
-    """A process and all it started (torchrun starts each worker in a session of its own)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        processes = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for process in processes:
-        try:
-            process.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(processes, timeout=30)
 
 
 class TrackingServer:

@@ -1,13 +1,12 @@
 """Running the launchers as a user would, in a temp dir with its own MLflow store, and reading the record back."""
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
+from benchmarks._processes import kill_tree
 
 REPO = Path(__file__).resolve().parents[1]
 SINGLE = REPO / "launchers" / "single.py"
@@ -69,18 +68,6 @@ class Workspace:
         return sorted(MlflowClient(self.uri).get_metric_history(run_id, metric), key=lambda m: m.step)
 
 
-def kill_tree(pid: int) -> None:
-    """Kill a process and every process it started, however deep. Not by process group: torchrun starts each
-    worker in a session of its own."""
-    try:
-        root = psutil.Process(pid)
-        processes = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    psutil.wait_procs(processes, timeout=30)
 
 
 def check_ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from benchmarks._processes import free_port
 from tests.fakedata import write_cifar10
 from tests.workspace import BIN, REPO, Workspace, check_ok
 
@@ -23,12 +23,6 @@ def only_run(ws: Workspace, experiment: str):
     runs = ws.runs(experiment)
     assert len(runs) == 1, f"{len(runs)} runs in experiment {experiment}"
     return runs[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def evaluate_with(ws: Workspace, nproc: int, data: str) -> dict:

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from tests.engine.test_distributed import free_port
+from benchmarks._processes import free_port
 from tests.engine.test_tracking_server import wait_until_healthy
 from tests.workspace import BIN, DDP, REPO, Workspace, kill_tree
 from train.engine.outbox import OUTBOX_NAME

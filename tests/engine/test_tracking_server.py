@@ -16,7 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.engine.test_distributed import SMALL_SYNTHETIC, free_port
+from benchmarks._processes import free_port
+from tests.engine.test_distributed import SMALL_SYNTHETIC
 from tests.workspace import REPO, check_ok
 from train.engine.schema import EPOCH_METRICS
 
