@@ -170,7 +170,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
         metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir)
         run_metrics = _run_metrics(metrics, state)
         tracker.log_metrics(run_metrics, step=0)
-        if cfg.target_top1_err is not None:
+        if cfg.target_top1_err is not None and state.target is None:  # reached: tagged at that epoch
             tracker.set_tags({TARGET_TAG: _target_sentence(cfg, state)})
     return RunSummary(state.run_id, end.outcome(), uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
 
