@@ -123,7 +123,8 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     reopens that MLflow run from epoch 1 (a torchrun job restarted before its first checkpoint)."""
     ctx = dist.ctx
     uri = tracking_uri(cfg.tracking_uri)
-    run_id = checkpoint["run_id"] if checkpoint else run_id
+    saved = _saved_state(checkpoint) if checkpoint else None
+    run_id = saved.run_id if saved else run_id
     # a torchrun job notes its run as soon as it exists: restarted workers reopen it, whenever they were killed
     note_job_run = partial(remember_job_run, Path(cfg.checkpoint_dir), ctx.job_id) if ctx.job_id else None
     tracker = make_tracker(ctx.is_main, uri, cfg.experiment, run_id, cfg.tracking_grace_s, note_job_run)
@@ -139,14 +140,14 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     complexity = {"num_params": count_parameters(model), "flops_per_image": _flops(model, cfg, spec)}
     model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
     _check_before_work(dist, lambda: _short_of_disk(cfg.checkpoint_dir, model) if ctx.is_main else None)
-    training = _prepare(cfg, dist, model, checkpoint)
+    training = _prepare(cfg, dist, model, checkpoint, saved or TrainState())
 
     run_name = cfg.run_name or _default_run_name(cfg, ctx, spec)
     system_metrics = system_metrics_on(cfg.system_metrics, ctx.world_size)
     params = {**_run_params(cfg, ctx, spec, arch_resolved), "sgd_impl": sgd_impl(cfg, ctx.device),
               "batch_size_search": batch_search, "peak_tflops": peak.tflops, "peak_tflops_source": peak.source,
               "system_metrics": system_metrics}
-    tags = {**mlflow_source_tags(), **cfg.run_tags, **(_resume_tags(checkpoint, cfg) if checkpoint else {})}
+    tags = {**mlflow_source_tags(), **cfg.run_tags, **(_resume_tags(checkpoint, saved.epoch, cfg) if saved else {})}
     state = training.state
     # however it ends, the run is closed with a status
     with tracker.run(run_name, params, cfg.to_dict(), tags) as end, \
@@ -159,7 +160,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
             tracker.log_metrics(complexity, step=0)
             tracker.log_dataset(spec)
         else:  # a job killed between its last checkpoint and that epoch's metrics must not lose them
-            tracker.ensure_logged(checkpoint.get("epoch_metrics", {}), step=checkpoint["epoch"],
+            tracker.ensure_logged(checkpoint.get("epoch_metrics", {}), step=saved.epoch,
                                   series=checkpoint.get("epoch_series"))
         log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
                  cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
@@ -175,8 +176,9 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     return RunSummary(state.run_id, end.outcome(), uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
 
 
-def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None) -> Training:
-    """Optimiser, loss scaler and schedule, restored from ``checkpoint`` when resuming, and the step that trains."""
+def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None, state: TrainState) -> Training:
+    """Optimiser, loss scaler and schedule, restored from ``checkpoint`` (at ``state``) when resuming, and the step
+    that trains."""
     ctx = dist.ctx
     # the optimizer that steps is the one whose state is checkpointed: Horovod's wrapper is a new object with
     # its own momentum buffers
@@ -186,7 +188,8 @@ def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None) 
         log.warning("fp16 with --sgd-impl %s: torch's loss scaler reads its inf check on the host before every "
                     "update, a device synchronisation per step; fused SGD (the default on CUDA) skips on the "
                     "device", sgd_impl(cfg, ctx.device))
-    state = _restore(checkpoint, model, optimizer, scaler) if checkpoint else TrainState()
+    if checkpoint:
+        _restore(checkpoint, model, optimizer, scaler)
     if state.epoch >= cfg.epochs:
         raise UsageError(f"the checkpoint is at epoch {state.epoch} of {cfg.epochs}: nothing left to train "
                          f"(give a larger --epochs to train further)")
@@ -496,25 +499,31 @@ def _default_run_name(cfg: TrainConfig, ctx, spec: DatasetSpec) -> str:
     return " ".join(parts)
 
 
-def _resume_tags(checkpoint: dict, cfg: TrainConfig) -> dict[str, str]:
+def _resume_tags(checkpoint: dict, epoch: int, cfg: TrainConfig) -> dict[str, str]:
     """MLflow params cannot change, so a resumed run says in a tag which settings now differ from its params:
     ``cnnbench.resumed.epoch-6 = "epochs: 10 -> 20"``; the schedule follows the new ones."""
     before, now = checkpoint["config"], cfg.to_dict()
     changed = [f"{k}: {before.get(k)} -> {v}" for k, v in now.items() if before.get(k) != v and k != "resume"]
-    return {RESUME_TAG.format(epoch=checkpoint["epoch"]): "; ".join(changed) or "no setting changed"}
+    return {RESUME_TAG.format(epoch=epoch): "; ".join(changed) or "no setting changed"}
 
 
 def _payload(cfg: TrainConfig, t: Training, epoch_metrics: dict, epoch_series: dict) -> dict:
     return {
-        "config": cfg.to_dict(), "epoch": t.state.epoch, "run_id": t.state.run_id,
-        "state": dataclasses.asdict(t.state), "epoch_metrics": epoch_metrics, "epoch_series": epoch_series,
+        "config": cfg.to_dict(), "state": dataclasses.asdict(t.state),
+        "epoch_metrics": epoch_metrics, "epoch_series": epoch_series,
         "model": t.model.state_dict(), "optimizer": t.step.optimizer.state_dict(),
         "scaler": t.step.scaler.state_dict(),
     }
 
 
+def _saved_state(payload: dict) -> TrainState:
+    """Where a checkpointed run stands, and its run-level figures so far. Checkpoints written before those figures
+    were kept in them hold the epoch, the best error and the run id at their top level."""
+    return TrainState(**(payload.get("state") or {k: payload[k] for k in ("epoch", "best_val_top1_err", "run_id")}))
+
+
 def _restore(payload: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler) -> TrainState:
+             scaler: torch.amp.GradScaler) -> None:
     """Weights, momentum buffers and loss scale from the checkpoint; the optimizer's settings and the schedule are
     set afterwards from the config the run resumes with."""
     try:
@@ -524,6 +533,3 @@ def _restore(payload: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
                          f"{str(err).splitlines()[0]}") from None
     optimizer.load_state_dict(payload["optimizer"])
     scaler.load_state_dict(payload["scaler"])
-    # checkpoints written before the run-level figures were kept in them hold only these three
-    state = payload.get("state") or {k: payload[k] for k in ("epoch", "best_val_top1_err", "run_id")}
-    return TrainState(**state)
