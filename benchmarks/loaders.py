@@ -17,11 +17,13 @@ benchmark alone keeps about workers + 1 of them busy).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -61,18 +63,21 @@ def photo_like(rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(field) + noise, 0, 255).astype(np.uint8))
 
 
-def loader_rate(loader, epoch: int, warmup: int, device: torch.device) -> float:
-    """Images/s of one pass over ``loader``, its first ``warmup`` batches left out."""
+def loader_rate(loader, epoch: int, warmup: int, device: torch.device,
+                clock: Callable[[], float] = time.perf_counter) -> float:
+    """Images/s of one pass over ``loader``: the clock starts once its first ``warmup`` batches have arrived, and
+    only the batches that arrive after that count."""
     loader.set_epoch(epoch)
-    images, start = 0, None
-    for step, (batch, _) in enumerate(loader):
-        if step == warmup:
-            synchronize(device)
-            start = time.perf_counter()
-        if start is not None:
-            images += len(batch)
+    batches = iter(loader)
+    for _ in itertools.islice(batches, warmup):
+        pass
     synchronize(device)
-    return images / (time.perf_counter() - start)
+    start = clock()
+    images = sum(len(batch) for batch, _ in batches)
+    synchronize(device)
+    if images == 0:
+        raise ValueError(f"a pass of {len(loader)} batches leaves none to time after {warmup} warm-up batches")
+    return images / (clock() - start)
 
 
 def model_rate(args, num_classes: int, device: torch.device) -> float:
