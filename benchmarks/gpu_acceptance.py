@@ -155,8 +155,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def row(phase: Phase, judge: Callable[[list], Outcome]) -> Check:
     """A phase's row: its verdict on what it measured, or how it failed; its seconds, and repeats left out."""
-    ran = f"{sum(phase.seconds):.0f}" + (f" ({len(phase.runs)} of {phase.wanted} runs: budget)" if phase.trimmed
-                                         else f" ({len(phase.runs)} runs)" if phase.wanted > 1 else "")
+    ran = f"{sum(phase.seconds):.0f}"
+    if phase.wanted > 1:
+        ran += f" ({len(phase.seconds)} of {phase.wanted} runs{': budget' if phase.trimmed else ''})"
     if phase.error is not None:
         return Check(phase.name, Outcome("failed", "runs to its end", type(phase.error).__name__,
                                          last_words(phase.error)), ran)
