@@ -103,7 +103,7 @@ def all_of(*verdicts: Verdict) -> Verdict:
     return Verdict(all(v.ok for v in verdicts), "; ".join(v.criterion for v in verdicts))
 
 
-def resnet50_verdict(ratio: float, images_per_sec: float, floor: float = A100_RESNET50_AMP) -> Verdict:
+def resnet50_verdict(ratio: float, images_per_sec: float, floor: float) -> Verdict:
     """The engine keeps up with a bare loop, and the GPU trains ResNet-50 faster than an A100 did."""
     return all_of(Verdict(ratio >= RATIO_FLOOR, f"engine/bare >= {RATIO_FLOOR}"),
                   Verdict(images_per_sec > floor, f"> {floor:.0f} images/s ({A100_SOURCE}: {A100_RESNET50_AMP:.0f})"))

@@ -56,6 +56,7 @@ from typing import Callable
 import pynvml
 import torch
 from acceptance_criteria import (  # benchmarks/acceptance_criteria.py
+    A100_RESNET50_AMP,
     Budget,
     Phase,
     Verdict,
@@ -80,7 +81,6 @@ from train.engine.breakdown import PARTS
 from train.engine.config import OneLineErrorParser, pos_float, pos_int
 from train.engine.distributed import SingleProcess
 from train.engine.environment import environment_params
-from train.engine.mfu import find_peak, mfu_pct
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.device("cuda", 0)
@@ -120,9 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dali-passes", type=pos_int, default=3, help="mixed/CPU pairs of DALI passes asked for")
     p.add_argument("--budget-s", type=pos_float, default=480.0,
                    help="seconds the repeats beyond each row's first must fit in (default: 480)")
-    p.add_argument("--min-images-per-sec", type=pos_float, default=None,
+    p.add_argument("--min-images-per-sec", type=pos_float, default=A100_RESNET50_AMP,
                    help="the ResNet-50 rows' floor (default: 2470, one A100 80GB with AMP): for a smaller card")
-    p.add_argument("--peak-tflops", type=pos_float, help="the GPU's bf16 peak for MFU (default: measured)")
+    p.add_argument("--peak-tflops", type=pos_float, help="the GPU's bf16 peak for MFU (default: the engine's)")
     return p.parse_args(argv)
 
 
@@ -205,34 +205,30 @@ def fast_path_args(args, **overrides) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(settings), "peak_tflops": args.peak_tflops, **overrides})
 
 
-def one_pair(args, compiled: bool) -> tuple[Pairs, float, str]:
-    """One engine run and the bare run right after it; the bf16 peak MFU is taken against."""
-    peak = find_peak(CUDA, torch.bfloat16, args.peak_tflops, None)  # measured once, then cached
-    return paired_runs(fast_path_args(args, compile=compiled, peak_tflops=peak.tflops, repeats=1), CUDA), \
-        peak.tflops, peak.source
+def one_pair(args, compiled: bool) -> Pairs:
+    """One engine run and the bare run right after it."""
+    return paired_runs(fast_path_args(args, compile=compiled, repeats=1), CUDA)
 
 
-def resnet50_row(args, runs: list[tuple[Pairs, float, str]]) -> Outcome:
-    pairs = Pairs([m for p, _, _ in runs for m in p.engine], [r for p, _, _ in runs for r in p.bare])
-    _, peak, source = runs[-1]
+def resnet50_row(args, runs: list[Pairs]) -> Outcome:
+    pairs = Pairs([m for p in runs for m in p.engine], [r for p in runs for r in p.bare])
     engine, bare, ratios = statistics.median(pairs.engine_rates), statistics.median(pairs.bare), pairs.ratios
     ratio, last = statistics.median(ratios), pairs.engine[-1]
-    mfu = mfu_pct(last["flops_per_image"], engine, peak, 1)
+    mfu = last["mfu_pct"]  # as the engine logs it: one definition (docs/measurement.md)
     parts = ", ".join(f"{part} {last[f'{part}_ms']:.1f}" for part in PARTS)
-    floor = {} if args.min_images_per_sec is None else {"floor": args.min_images_per_sec}
     return Outcome.judged(
-        resnet50_verdict(ratio, engine, **floor),
-        f"{engine:.0f} images/s, bare loop {bare:.0f}: ratio {ratio:.3f}; MFU {mfu:.1f} %",
+        resnet50_verdict(ratio, engine, args.min_images_per_sec),
+        f"{engine:.0f} images/s, bare loop {bare:.0f}: ratio {ratio:.3f}; MFU {mfu:.1f} % (last run)",
         f"median of {len(ratios)} alternating pairs (ratios {ratios[0]:.3f} .. {ratios[-1]:.3f}); step "
-        f"{last['step_time_ms']:.1f} ms: {parts} ms; peak {peak:.0f} TFLOP/s ({source})",
+        f"{last['step_time_ms']:.1f} ms: {parts} ms",
         {"engine_images_per_sec": engine, "bare_images_per_sec": bare, "ratios": ratios, "mfu_pct": mfu,
-         "peak_tflops": peak, "step_time_ms": last["step_time_ms"], **{f"{p}_ms": last[f"{p}_ms"] for p in PARTS},
+         "step_time_ms": last["step_time_ms"], **{f"{p}_ms": last[f"{p}_ms"] for p in PARTS},
          "peak_mem_mib": [m["peak_mem_mib"] for m in pairs.engine]})
 
 
 def peak_memory(phases: list[Phase]) -> Outcome:
     """The engine's peak_mem_mib (torch.cuda.max_memory_allocated) of the ResNet-50 runs."""
-    measured = {p.name: [m["peak_mem_mib"] for pairs, _, _ in p.runs for m in pairs.engine] for p in phases}
+    measured = {p.name: [m["peak_mem_mib"] for pairs in p.runs for m in pairs.engine] for p in phases}
     peaks = [mib for mibs in measured.values() for mib in mibs]
     card = torch.cuda.get_device_properties(CUDA).total_memory / 2**20
     return Outcome.judged(memory_verdict(peaks, card), ", ".join(f"{mib:.0f} MiB" for mib in peaks) or "-",
@@ -243,7 +239,7 @@ def peak_memory(phases: list[Phase]) -> Outcome:
 
 def energy(args, eager: Phase) -> Outcome:
     """The engine's energy per image in the eager runs, against what the card may draw in their timed seconds."""
-    runs = [m for pairs, _, _ in eager.runs for m in pairs.engine]
+    runs = [m for pairs in eager.runs for m in pairs.engine]
     joules = [m.get("energy_per_image_j", math.nan) for m in runs]
     if not runs or not all(math.isfinite(j) for j in joules):
         why = "no eager ResNet-50 run finished" if not runs else \

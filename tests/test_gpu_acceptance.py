@@ -95,11 +95,12 @@ def test_bad_flag_is_one_line_and_exit_2():
 # --- each row's criterion: the measurements that pass it, and ones that miss it ---
 
 def test_resnet50_rows_need_the_engine_near_the_bare_loop_and_an_a100s_rate():
-    assert resnet50_verdict(0.98, 3000.0).ok
-    assert not resnet50_verdict(0.96, 3000.0).ok  # the engine costs 4 %
-    assert not resnet50_verdict(1.0, 2400.0).ok  # slower than one A100 80GB
-    assert resnet50_verdict(1.0, 2400.0, floor=1000.0).ok  # --min-images-per-sec for a smaller card
-    assert resnet50_verdict(0.96, 3000.0).criterion == (
+    a100 = criteria.A100_RESNET50_AMP
+    assert resnet50_verdict(0.98, 3000.0, a100).ok
+    assert not resnet50_verdict(0.96, 3000.0, a100).ok  # the engine costs 4 %
+    assert not resnet50_verdict(1.0, 2400.0, a100).ok  # slower than one A100 80GB
+    assert resnet50_verdict(1.0, 2400.0, 1000.0).ok  # --min-images-per-sec for a smaller card
+    assert resnet50_verdict(0.96, 3000.0, a100).criterion == (
         "engine/bare >= 0.97; > 2470 images/s (1x A100 80GB, AMP, NVIDIA DeepLearningExamples ResNet-50 v1.5: 2470)")
 
 
