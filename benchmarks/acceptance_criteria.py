@@ -103,6 +103,15 @@ def all_of(*verdicts: Verdict) -> Verdict:
     return Verdict(all(v.ok for v in verdicts), "; ".join(v.criterion for v in verdicts))
 
 
+def gpu_tests_verdict(exit_code: int) -> Verdict:
+    return Verdict(exit_code == 0, "pytest -m gpu exits 0")
+
+
+def ddp_verdict(backend: str, status: str) -> Verdict:
+    """The job trained over NCCL, to its end (a gloo fallback would also finish)."""
+    return Verdict(backend == "nccl" and status == "FINISHED", "backend nccl, run FINISHED")
+
+
 def resnet50_verdict(ratio: float, images_per_sec: float, floor: float) -> Verdict:
     """The engine keeps up with a bare loop, and the GPU trains ResNet-50 faster than an A100 did."""
     return all_of(Verdict(ratio >= RATIO_FLOOR, f"engine/bare >= {RATIO_FLOOR}"),

@@ -61,11 +61,13 @@ from acceptance_criteria import (  # benchmarks/acceptance_criteria.py
     Phase,
     Verdict,
     dali_verdict,
+    ddp_verdict,
     energy_verdict,
     fp16_verdict,
     memory_verdict,
     nvidia_gpus,
     resnet50_verdict,
+    gpu_tests_verdict,
     unseen_gpus_line,
 )
 from loaders import loader_rate, write_jpegs  # benchmarks/loaders.py
@@ -191,7 +193,7 @@ def gpu_tests(log: Path) -> dict:
 
 def tests_row(runs: list[dict]) -> Outcome:
     (run,) = runs
-    return Outcome.judged(Verdict(run["exit_code"] == 0, "pytest -m gpu exits 0"), run["summary"],
+    return Outcome.judged(gpu_tests_verdict(run["exit_code"]), run["summary"],
                           f"{run['files']} test files; skipped: {'; '.join(run['skips']) or 'none'}; "
                           f"output in {run['log']}", {"exit_code": run["exit_code"]})
 
@@ -289,7 +291,7 @@ def ddp_over_nccl(args):
 def ddp_row(runs) -> Outcome:
     (run,) = runs
     backend, rate = run.data.params["backend"], run.data.metrics["train_images_per_sec"]
-    return Outcome.judged(Verdict(backend == "nccl" and run.info.status == "FINISHED", "backend nccl, run FINISHED"),
+    return Outcome.judged(ddp_verdict(backend, run.info.status),
                           f"{rate:.0f} images/s", f"launchers/ddp.py under python -m torch.distributed.run: backend "
                           f"{backend}, world size {run.data.params['world_size']}, run {run.info.status}",
                           {"images_per_sec": rate})

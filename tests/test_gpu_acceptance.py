@@ -15,10 +15,12 @@ from benchmarks.acceptance_criteria import (
     Budget,
     Phase,
     dali_verdict,
+    ddp_verdict,
     energy_verdict,
     fp16_verdict,
     memory_verdict,
     resnet50_verdict,
+    gpu_tests_verdict,
     unseen_gpus_line,
 )
 from tests.workspace import REPO
@@ -87,12 +89,17 @@ def test_nvidia_gpus_asks_nvml_where_there_is_no_nvidia_smi(monkeypatch, tmp_pat
 
 
 def test_bad_flag_is_one_line_and_exit_2():
-    for flag in (["--repeats", "0"], ["--budget-s", "-1"]):
-        proc = acceptance(*flag, env=NO_CUDA)
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and flag[0] in proc.stderr, proc.stderr
+    proc = acceptance("--repeats", "0", env=NO_CUDA)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--repeats" in proc.stderr, proc.stderr
 
 
 # --- each row's criterion: the measurements that pass it, and ones that miss it ---
+
+def test_tests_and_ddp_rows_need_pytest_to_pass_and_the_job_to_finish_over_nccl():
+    assert gpu_tests_verdict(0).ok and not gpu_tests_verdict(1).ok
+    assert ddp_verdict("nccl", "FINISHED").ok
+    assert not ddp_verdict("gloo", "FINISHED").ok  # trained, but not over NCCL
+    assert not ddp_verdict("nccl", "FAILED").ok
 
 def test_resnet50_rows_need_the_engine_near_the_bare_loop_and_an_a100s_rate():
     a100 = criteria.A100_RESNET50_AMP
@@ -169,6 +176,33 @@ def test_rows_run_even_past_the_budget_and_a_failed_row_is_not_repeated():
     assert isinstance(phases[0].error, RuntimeError) and not phases[0].trimmed and phases[1].trimmed
 
 
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """A benchmark script's module: the benchmarks import each other as scripts do."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    return importlib.import_module
+
+
+def test_a_row_says_how_many_repeats_ran_and_a_phase_that_raised_fails_its_row(benchmarks):
+    acceptance = benchmarks("gpu_acceptance")
+    clock = FakeClock()
+    trimmed, raised = clock.phase("a", 10, wanted=3), clock.phase("b", 5, fails=True)
+    Budget(25, clock).run([trimmed, raised], lambda line: None)
+    judged = acceptance.row(trimmed, lambda runs: acceptance.tests_row([{
+        "exit_code": 0, "files": 3, "log": "gpu-tests.log", "summary": "9 passed", "skips": []}]))
+    assert (judged.outcome.status, judged.seconds) == ("ok", "20 (2 of 3 runs: budget)")
+    failed = acceptance.row(raised, lambda runs: pytest.fail("a phase that raised has no measurements to judge"))
+    assert (failed.outcome.status, failed.outcome.result, failed.outcome.detail) == ("failed", "RuntimeError",
+                                                                                     "out of memory")
+
+
+def test_a_budget_that_is_not_positive_is_one_line_and_exit_2(benchmarks, capsys):
+    with pytest.raises(SystemExit) as stop:
+        benchmarks("gpu_acceptance").parse_args(["--budget-s", "0"])
+    said = capsys.readouterr().err
+    assert stop.value.code == 2 and said.count("\n") == 1 and "--budget-s" in said, said
+
+
 # --- benchmarks/loaders.py ---
 
 class TimedLoader:
@@ -189,13 +223,8 @@ class TimedLoader:
             yield torch.zeros(10), torch.zeros(10)
 
 
-@pytest.fixture
-def loaders(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # the benchmarks import each other as scripts do
-    return importlib.import_module("loaders")
-
-
-def test_loader_rate_counts_only_the_batches_that_arrive_while_timed(loaders):
+def test_loader_rate_counts_only_the_batches_that_arrive_while_timed(benchmarks):
+    loaders = benchmarks("loaders")
     clock = FakeClock()
     # two warm-up batches arrive by 6 s; the four after them (40 images) in the 9 s that follow
     rate = loaders.loader_rate(TimedLoader(clock, [5, 1, 2, 2, 2, 3]), 0, 2, torch.device("cpu"), clock)
