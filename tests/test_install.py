@@ -187,6 +187,7 @@ def test_here_keeps_the_torch_of_the_python_it_installs_into(stub, tmp_path):
     assert not any(line.startswith("nvidia-dali-cuda120") for line in installed(python))
 
 
+@pytest.mark.slow  # two resolutions and a download, with the stub built in an isolated env: 7-15 s
 def test_fill_wheels_for_here_and_gpu_holds_dali_and_its_cuda_wheels_not_torchs(stub):
     """Against the stub's wheel folder as the index: the wheels .ci/setup --here --gpu installs on a CUDA 13 node."""
     wheels = stub.parent / "wheels"
