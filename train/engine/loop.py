@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -63,7 +64,7 @@ from train.engine.measure import (
     steady_rates,
     window_series,
 )
-from train.engine.mfu import job_peak, mfu_pct
+from train.engine.mfu import Peaks, job_peaks, mfu_pct, peak_params
 from train.engine.schema import PARAM_NAMES
 from train.engine.signals import raise_if_terminated
 from train.engine.tracking import make_tracker, record_system_metrics, system_metrics_on, tracking_uri
@@ -132,7 +133,8 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     _check_before_work(dist, lambda: tracker.probe() or _unwritable(cfg.checkpoint_dir) if ctx.is_main else None)
     _configure_torch(cfg, ctx.device)
     cfg, batch_search = fit_batch_size(synthetic_like_the_arch(cfg), dist)
-    peak = job_peak(dist, AMP_DTYPES[cfg.precision] or torch.float32, cfg.peak_tflops, cfg.peak_cache)
+    peaks = job_peaks(dist, AMP_DTYPES[cfg.precision] or torch.float32, cfg.peak_tflops, cfg.peak_cache,
+                      cfg.remeasure_peak)
     torch.manual_seed(cfg.data.seed)
     loaders = build_loaders(cfg.data, ctx)
     spec = loaders.spec
@@ -140,13 +142,13 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     complexity = {"num_params": count_parameters(model), "flops_per_image": _flops(model, cfg, spec)}
     model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
     _check_before_work(dist, lambda: _short_of_disk(cfg.checkpoint_dir, model) if ctx.is_main else None)
+    _check_before_work(dist, lambda: _nondeterministic_op(model, cfg, spec, ctx.device) if ctx.is_main else None)
     training = _prepare(cfg, dist, model, checkpoint, saved or TrainState())
 
     run_name = cfg.run_name or _default_run_name(cfg, ctx, spec)
     system_metrics = system_metrics_on(cfg.system_metrics, ctx.world_size)
     params = {**_run_params(cfg, ctx, spec, arch_resolved), "sgd_impl": sgd_impl(cfg, ctx.device),
-              "batch_size_search": batch_search, "peak_tflops": peak.tflops, "peak_tflops_source": peak.source,
-              "system_metrics": system_metrics}
+              "batch_size_search": batch_search, **peak_params(peaks), "system_metrics": system_metrics}
     tags = {**mlflow_source_tags(), **cfg.run_tags, **(_resume_tags(checkpoint, saved.epoch, cfg) if saved else {})}
     state = training.state
     # however it ends, the run is closed with a status
@@ -165,7 +167,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
         log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
                  cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
                  spec.name, spec.train_size, spec.val_size, state.run_id)
-        epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peak_tflops=peak.tflops,
+        epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peaks=peaks,
                                 flops=complexity["flops_per_image"])
         reset_peak_memory(ctx.device)  # start-up probes (batch search, peak FLOP/s) are no part of the run
         metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir)
@@ -200,7 +202,7 @@ def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None, 
     eval_model = maybe_compile(model, cfg)
     train_model = eval_model if wrapped is model else maybe_compile(wrapped, cfg)
     step = Step(train_model, optimizer, scaler, autocast(cfg.precision, ctx.device),
-                StepBreakdown(ctx.device, cfg.breakdown_every, cfg.warmup_steps, wrapped))
+                StepBreakdown(ctx.device, cfg.breakdown_every, cfg.warmup_steps, wrapped), eager=wrapped)
     return Training(model, eval_model, step, scheduler, state)
 
 
@@ -234,7 +236,7 @@ def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], 
     return metrics, last_ckpt
 
 
-def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peak_tflops: float, flops: int) -> EpochResult:
+def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peaks: Peaks, flops: int) -> EpochResult:
     """Train one epoch and evaluate the model rank 0 checkpoints; the figures are the job's."""
     _seed_epoch(cfg.data.seed, epoch, dist.ctx.rank)
     loaders.train.set_epoch(epoch)
@@ -248,8 +250,9 @@ def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peak_tflops
     t.scheduler.step()
     t.state.peak_mem_mib = max(t.state.peak_mem_mib, *(row[0] for row in gather_per_rank(
         dist, [peak_memory_mib(dist.ctx.device)])))
-    result.metrics.update(val, lr=lr, mfu_pct=mfu_pct(flops, result.metrics["train_images_per_sec"], peak_tflops,
-                                                      dist.ctx.world_size))
+    rate, world = result.metrics["train_images_per_sec"], dist.ctx.world_size
+    result.metrics.update(val, lr=lr, mfu_pct=mfu_pct(flops, rate, peaks.rated.tflops, world),
+                          mfu_measured_peak_pct=mfu_pct(flops, rate, peaks.measured.tflops, world))
     return result
 
 
@@ -321,7 +324,7 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
         sampled = step.breakdown.iterate(loader, steps, timed)
         for i, (images, labels) in enumerate(timer.iterate(sampled, steps, timed)):
             raise_if_terminated()
-            loss, logits = step(images, labels)
+            loss, logits = step(images, labels, eager=i >= timed)  # a short last batch: one compiled graph
             faults.observe(loss, i)
             sums += torch.stack([loss * len(labels), (logits.argmax(1) == labels).sum()])
             seen += len(labels)
@@ -441,6 +444,33 @@ def _configure_torch(cfg: TrainConfig, device: torch.device) -> None:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = not cfg.deterministic  # autotuning may pick other kernels per run
         torch.backends.cudnn.deterministic = cfg.deterministic
+
+
+def _nondeterministic_op(model: nn.Module, cfg: TrainConfig, spec: DatasetSpec, device: torch.device) -> str | None:
+    """Under --deterministic, why ``model`` cannot train so: the operation of its step that has no deterministic
+    kernel on ``device`` (on CUDA, adaptive average pooling's backward in torchvision's VGG and AlexNet), found at
+    start-up by one forward and backward of two blank images, not at the first step that meets it. Eval mode leaves
+    BatchNorm statistics as they were; the gradients are dropped."""
+    if not cfg.deterministic:
+        return None
+    images = torch.zeros(2, 3, spec.image_size, spec.image_size, device=device)
+    if cfg.data.channels_last:
+        images = images.to(memory_format=torch.channels_last)
+    model.eval()
+    try:
+        with autocast(cfg.precision, device)():
+            logits = model(images)
+        logits.float().sum().backward()
+    except RuntimeError as err:
+        op = re.match(r"(\S+) does not have a deterministic implementation", str(err))
+        if op is None:
+            raise
+        return (f"--deterministic: {op[1]} has no deterministic implementation, and arch {cfg.arch} needs it; "
+                f"train without --deterministic, or with an arch without it")
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train()
+    return None
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:

@@ -58,7 +58,10 @@ METRICS: tuple[Metric, ...] = (
            "(0 for one process)"),
     Metric("optimizer_ms", "ms", "epoch", "sampled steps: optimizer update (and loss-scaler update)"),
     Metric("breakdown_steps", "count", "epoch", "steps sampled for the breakdown, per rank"),
-    Metric("mfu_pct", "%", "epoch", "100 * 3 * flops_per_image * train_images_per_sec / (world_size * peak_tflops)"),
+    Metric("mfu_pct", "%", "epoch", "100 * 3 * flops_per_image * train_images_per_sec / (world_size * peak_tflops), "
+           "peak_tflops the GPU's rated dense peak at the precision (NaN where unknown; CPU: the measured peak)"),
+    Metric("mfu_measured_peak_pct", "%", "epoch", "the same over measured_peak_tflops, the best rate of square "
+           "matrix products in the run's dtype measured on the device"),
     Metric("num_params", "count", "run", "trainable and frozen parameters of the model"),
     Metric("flops_per_image", "FLOP", "run", "forward FLOPs for one image (torch.utils.flop_counter; MAC = 2)"),
     Metric("best_val_top1_err", "%", "run", "minimum val_top1_err over the epochs"),
@@ -137,8 +140,12 @@ PARAMS: tuple[Param, ...] = (
     Param("warmup_steps", "steps per epoch excluded from images/s"),
     Param("window_steps", "steps per timing window"),
     Param("breakdown_every", "the step-time breakdown samples the 1st and every n-th steady-state step"),
-    Param("peak_tflops", "one device's peak TFLOP/s at the run's precision, the denominator of mfu_pct"),
-    Param("peak_tflops_source", "given (--peak-tflops), measured or cached, and how it was measured"),
+    Param("peak_tflops", "one device's rated dense peak TFLOP/s at the run's precision, the denominator of mfu_pct; "
+                         "\"n/a: rated peak unknown for NAME\" for a GPU the table does not know"),
+    Param("peak_tflops_source", "the datasheet it is rated in, given (--peak-tflops), or on CPU the measured peak"),
+    Param("measured_peak_tflops", "one device's best measured TFLOP/s of matrix products, the denominator of "
+                                  "mfu_measured_peak_pct"),
+    Param("measured_peak_tflops_source", "measured or cached, and how it was measured"),
     Param("system_metrics", "MLflow system metrics recorded (system/<host>/...), one process per node"),
     Param("device", "device type the run trained on"),
     Param("device_name", "GPU model, or CPU model"),
