@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from train.engine import mfu
+from train.engine import gpus, mfu
 
 CUDA = torch.device("cuda", 0)  # only named: nothing is allocated on it
 
@@ -189,7 +189,8 @@ def test_deterministic_run_of_a_net_with_a_nondeterministic_op_stops_at_start_up
     with pytest.raises(UsageError) as stopped:
         single.main([*ws.flags(), "--dataset", "synthetic", "--image-size", "8", "--num-classes", "4",
                      "--synthetic-train-size", "8", "--synthetic-val-size", "8", "--batch-size", "4", "--epochs", "1",
-                     "--threads", "1", "--peak-cache", str(tmp_path / "peaks.json"), "--deterministic", "--arch", "vgg11"])
+                     "--threads", "1", "--peak-cache", str(tmp_path / "peaks.json"), "--deterministic",
+                     "--arch", "vgg11"])
     assert str(stopped.value) == ("--deterministic: adaptive_avg_pool2d_backward_cuda has no deterministic "
                                   "implementation, and arch vgg11 needs it; train without --deterministic, or with "
                                   "an arch without it")
@@ -212,3 +213,185 @@ def test_the_deterministic_probe_passes_a_net_whose_ops_all_have_deterministic_k
     assert loop._nondeterministic_op(model, cfg, spec, torch.device("cpu")) is None
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BatchNorm statistics untouched
     assert all(p.grad is None for p in model.parameters()) and model.training
+
+
+# ---- NVML: the run's own GPUs, their memory and energy (a fake NVML: no GPU here) ----
+
+class FakeNvml:
+    """pynvml's calls the engine and MLflow's GPU monitor make, over four GPUs; the third is split by MIG and the
+    fourth has no energy counter (as before Volta)."""
+
+    NVML_DEVICE_MIG_ENABLE = 1
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self):
+        self.gpus = [
+            {"uuid": "GPU-aaaa1111", "used_mib": 1000, "energy_mj": 5_000_000, "util": 10},
+            {"uuid": "GPU-bbbb2222", "used_mib": 2000, "energy_mj": 7_000_000, "util": 20},
+            {"uuid": "GPU-cccc3333", "used_mib": 3000, "energy_mj": 9_000_000, "util": 30,
+             "migs": ["MIG-x1", "MIG-x2"]},
+            {"uuid": "GPU-dddd4444", "used_mib": 4000, "energy_mj": None, "util": 40},
+        ]
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlSystemGetDriverVersion(self):
+        return "550.54.15"
+
+    def nvmlDeviceGetCount(self):
+        return len(self.gpus)
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return self.gpus[i]
+
+    def nvmlDeviceGetUUID(self, handle):
+        return handle["uuid"]
+
+    def nvmlDeviceGetMigMode(self, handle):
+        if "migs" not in handle:
+            raise self.NVMLError("Not Supported")
+        return (1, 1)
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle):
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle, j):
+        if j >= len(handle["migs"]):
+            raise self.NVMLError("Not Found")
+        return {"uuid": handle["migs"][j]}
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return type("Memory", (), {"used": handle["used_mib"] * 2**20, "total": 80 * 2**30})()
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        if handle["energy_mj"] is None:
+            raise self.NVMLError("Not Supported")
+        return handle["energy_mj"]
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return type("Utilization", (), {"gpu": handle["util"]})()
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 300_000
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle):
+        return 700_000
+
+
+NODE = [gpus.NvmlGpu("GPU-aaaa1111"), gpus.NvmlGpu("GPU-bbbb2222"),
+        gpus.NvmlGpu("GPU-cccc3333", ("MIG-x1", "MIG-x2")), gpus.NvmlGpu("GPU-dddd4444")]
+
+
+@pytest.mark.parametrize("visible, indices", [
+    (None, [0, 1, 2, 3]),  # unset: every GPU
+    ("2,3", [2, 3]),
+    (" 1, 0", [1, 0]),  # CUDA's order is the list's
+    ("GPU-dddd4444,GPU-bbbb", [3, 1]),  # a UUID, or a prefix naming one GPU
+    ("MIG-x2", [2]),  # a MIG device is on its GPU
+    ("MIG-GPU-cccc3333/1/0", [2]),  # the older MIG form
+    ("1,7,2", [1]),  # CUDA ends the list at the first entry naming no device
+    ("GPU-,0", []),  # a prefix of several
+    ("-1", []),
+    ("", []),
+])
+def test_cuda_visible_devices_maps_cuda_indices_to_nvml_ones(visible, indices):
+    assert gpus.nvml_indices(visible, NODE) == indices
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch):
+    nvml = FakeNvml()
+    monkeypatch.setattr(gpus, "_nvml", lambda: nvml)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-cccc3333,GPU-aaaa1111,3")
+    return nvml
+
+
+def test_the_run_gpus_memory_and_energy_are_those_of_its_own_gpu(fake_nvml):
+    assert gpus.run_nvml_indices([0, 1, 2]) == [2, 0, 3]
+    assert gpus.device_used_mib(torch.device("cuda", 1)) == 1000  # cuda:1 is NVML's GPU 0
+    counter = gpus.energy_counter(torch.device("cuda", 0))
+    assert counter.read_j() == 9000.0 and counter.source == "NVML total energy consumption of each rank's GPU"
+    assert math.isnan(gpus.device_used_mib(torch.device("cpu")))
+
+
+def test_without_an_energy_counter_energy_is_n_a_and_says_why(fake_nvml, monkeypatch):
+    assert gpus.energy_counter(torch.device("cuda", 2)) == gpus.EnergyCounter(
+        None, "n/a: this GPU has no NVML energy counter (Not Supported)")
+    assert gpus.energy_counter(torch.device("cpu")) == gpus.EnergyCounter(
+        None, "n/a: a cpu run (NVML's energy counters are GPUs')")
+    monkeypatch.setattr(gpus, "_nvml", lambda: None)
+    assert gpus.energy_counter(torch.device("cuda", 0)).source.startswith("n/a: NVML is not there")
+
+
+def test_system_metrics_watch_the_runs_gpus_under_their_nvml_numbers(fake_nvml, monkeypatch):
+    import sys
+
+    from mlflow.system_metrics.metrics import gpu_monitor
+
+    from train.engine import tracking
+
+    monkeypatch.setitem(sys.modules, "pynvml", fake_nvml)
+    monkeypatch.setattr(gpu_monitor, "pynvml", fake_nvml, raising=False)
+    monitor = type("Monitor", (), {})()
+    monitor.monitors = ["cpu monitor", gpu_monitor.GPUMonitor()]  # MLflow's: every GPU of the node
+    tracking._watch_only(monitor, gpus.run_nvml_indices([0, 1]))
+    cpu, watched = monitor.monitors
+    watched.collect_metrics()
+    metrics = watched.aggregate_metrics()
+    assert cpu == "cpu monitor"
+    assert {name for name in metrics if name.endswith("utilization_percentage")} == {
+        "gpu_2_utilization_percentage", "gpu_0_utilization_percentage"}
+    assert (metrics["gpu_2_utilization_percentage"], metrics["gpu_0_utilization_percentage"]) == (30, 10)
+    tracking._watch_only(monitor, [])  # a node without the run's GPUs, or without NVML
+    assert monitor.monitors == ["cpu monitor"]
+
+
+def test_energy_per_image_is_over_the_timed_windows_and_energy_to_target_over_whole_epochs():
+    from train.context import DistContext
+    from train.engine import loop
+    from train.engine.distributed import SingleProcess
+    from train.engine.measure import EpochTimer
+
+    # 9 full batches of 4 and one of 2; every step takes 5 J; 2 warm-up steps: steps 3..9 are timed
+    steps_done = [0]
+    timer = EpochTimer(torch.device("cpu"), warmup_steps=2, window_steps=3, energy_j=lambda: 5.0 * steps_done[0])
+    batches = [(torch.zeros(4, 1), torch.zeros(4))] * 9 + [(torch.zeros(2, 1), torch.zeros(2))]
+    for _ in timer.iterate(batches, 10, timed_steps=9):
+        steps_done[0] += 1
+    assert (timer.timing.energy_j, timer.timing.images, timer.timing.epoch_energy_j) == (35.0, 28, 50.0)
+    dist = SingleProcess(DistContext())
+    assert loop._job_energy(timer.timing, dist) == ({"energy_per_image_j": 1.25}, 50.0)
+    assert loop._job_energy(EpochTimer(torch.device("cpu"), 0, None).timing, dist)[0] == {}  # no counter
+
+    cfg = type("Cfg", (), {"target_top1_err": 20.0})()
+    state = loop.TrainState(energy_j=150.0)
+    assert loop._reaches_target(cfg, state, 19.0, epoch=3)
+    assert state.target["energy_to_target_j"] == 150.0
+    state = loop.TrainState(energy_j=math.nan)
+    assert loop._reaches_target(cfg, state, 19.0, epoch=3) and "energy_to_target_j" not in state.target
+
+
+def test_memory_is_the_most_allocated_reserved_and_used_of_any_epoch(monkeypatch):
+    from train.context import DistContext
+    from train.engine import loop, measure
+    from train.engine.distributed import SingleProcess
+
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device: 6 * 2**30)
+    assert measure.peak_memory_reserved_mib(torch.device("cuda", 0)) == 6144
+    assert math.isnan(measure.peak_memory_reserved_mib(torch.device("cpu")))
+
+    epochs = iter([(100.0, 200.0, 900.0), (150.0, 180.0, 950.0)])  # allocated, reserved, used per epoch
+    state = loop.TrainState()
+    for allocated, reserved, used in epochs:
+        monkeypatch.setattr(loop, "peak_memory_mib", lambda device: allocated)
+        monkeypatch.setattr(loop, "peak_memory_reserved_mib", lambda device: reserved)
+        monkeypatch.setattr(loop, "device_used_mib", lambda device: used)
+        loop._note_memory(SingleProcess(DistContext()), state)
+    assert (state.peak_mem_mib, state.peak_mem_reserved_mib, state.gpu_mem_used_mib) == (150.0, 200.0, 950.0)
+    assert {k: v for k, v in loop._run_metrics({"val_top1_err": 1, "val_top5_err": 0}, state).items()
+            if "mem" in k} == {"peak_mem_mib": 150.0, "peak_mem_reserved_mib": 200.0, "gpu_mem_used_mib": 950.0}
+    cpu = loop.TrainState(peak_mem_mib=80.0)
+    assert "peak_mem_reserved_mib" not in loop._run_metrics({"val_top1_err": 1, "val_top5_err": 0}, cpu)

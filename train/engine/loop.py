@@ -51,6 +51,7 @@ from train.engine.checkpoint import remember_job_run, save_checkpoint
 from train.engine.config import TrainConfig
 from train.engine.distributed import gather_per_rank
 from train.engine.environment import environment_params, mlflow_source_tags
+from train.engine.gpus import EnergyCounter, device_used_mib, energy_counter
 from train.engine.measure import (
     EpochTimer,
     EpochTiming,
@@ -60,6 +61,7 @@ from train.engine.measure import (
     job_windows,
     median_and_spread,
     peak_memory_mib,
+    peak_memory_reserved_mib,
     reset_peak_memory,
     steady_rates,
     window_series,
@@ -89,6 +91,9 @@ class TrainState:
     eval_seconds: float = 0.0  # eval_time_s summed likewise
     images: int = 0  # training images processed, all ranks
     peak_mem_mib: float = 0.0  # the most any rank held in any epoch so far
+    peak_mem_reserved_mib: float = math.nan  # CUDA: the most torch's allocator of any rank reserved so far
+    gpu_mem_used_mib: float = math.nan  # NVML: the most used on any rank's GPU at an epoch's end so far
+    energy_j: float = 0.0  # every rank's GPU energy over the training epochs so far (NaN: no energy counter)
     target: dict | None = None  # the time-to-target metrics, from the epoch that reached --target-top1-err
 
 
@@ -108,6 +113,7 @@ class EpochResult:
     metrics: dict  # the epoch's logged metrics
     window_rates: list[float]  # the job's full timing windows, images/s
     images: int  # training images processed, all ranks
+    energy_j: float = math.nan  # every rank's GPU energy over the epoch
 
 
 @dataclass
@@ -147,8 +153,10 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
 
     run_name = cfg.run_name or _default_run_name(cfg, ctx, spec)
     system_metrics = system_metrics_on(cfg.system_metrics, ctx.world_size)
+    energy = energy_counter(ctx.device)
     params = {**_run_params(cfg, ctx, spec, arch_resolved), "sgd_impl": sgd_impl(cfg, ctx.device),
-              "batch_size_search": batch_search, **peak_params(peaks), "system_metrics": system_metrics}
+              "batch_size_search": batch_search, **peak_params(peaks), "system_metrics": system_metrics,
+              "energy_counter": energy.source}
     tags = {**mlflow_source_tags(), **cfg.run_tags, **(_resume_tags(checkpoint, saved.epoch, cfg) if saved else {})}
     state = training.state
     # however it ends, the run is closed with a status
@@ -168,7 +176,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
                  cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
                  spec.name, spec.train_size, spec.val_size, state.run_id)
         epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peaks=peaks,
-                                flops=complexity["flops_per_image"])
+                                flops=complexity["flops_per_image"], energy=energy)
         reset_peak_memory(ctx.device)  # start-up probes (batch search, peak FLOP/s) are no part of the run
         metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir)
         run_metrics = _run_metrics(metrics, state)
@@ -236,20 +244,21 @@ def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], 
     return metrics, last_ckpt
 
 
-def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peaks: Peaks, flops: int) -> EpochResult:
+def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peaks: Peaks, flops: int,
+           energy: EnergyCounter) -> EpochResult:
     """Train one epoch and evaluate the model rank 0 checkpoints; the figures are the job's."""
     _seed_epoch(cfg.data.seed, epoch, dist.ctx.rank)
     loaders.train.set_epoch(epoch)
     lr = t.step.optimizer.param_groups[0]["lr"]
     try:
-        result = train_one_epoch(t.step, loaders.train, cfg, dist, _progress(dist.ctx, epoch, cfg.epochs))
+        result = train_one_epoch(t.step, loaders.train, cfg, dist, _progress(dist.ctx, epoch, cfg.epochs),
+                                 energy.read_j)
     except RunFault as fault:
         raise RunFault(f"epoch {epoch}: {fault}") from None
     dist.broadcast_buffers(t.model)
     val = evaluate(t.eval_model, loaders.val, t.step.autocast, dist, loaders.spec)
     t.scheduler.step()
-    t.state.peak_mem_mib = max(t.state.peak_mem_mib, *(row[0] for row in gather_per_rank(
-        dist, [peak_memory_mib(dist.ctx.device)])))
+    _note_memory(dist, t.state)
     rate, world = result.metrics["train_images_per_sec"], dist.ctx.world_size
     result.metrics.update(val, lr=lr, mfu_pct=mfu_pct(flops, rate, peaks.rated.tflops, world),
                           mfu_measured_peak_pct=mfu_pct(flops, rate, peaks.measured.tflops, world))
@@ -263,6 +272,7 @@ def _count(state: TrainState, epoch: int, result: EpochResult) -> None:
     state.train_seconds += m["epoch_time_s"]
     state.eval_seconds += m["eval_time_s"]
     state.images += result.images
+    state.energy_j += result.energy_j
 
 
 def _reaches_target(cfg: TrainConfig, state: TrainState, val_top1_err: float, epoch: int) -> bool:
@@ -270,7 +280,8 @@ def _reaches_target(cfg: TrainConfig, state: TrainState, val_top1_err: float, ep
     if cfg.target_top1_err is None or state.target is not None or val_top1_err > cfg.target_top1_err:
         return False
     state.target = {"time_to_target_s": state.train_seconds, "eval_time_to_target_s": state.eval_seconds,
-                    "epochs_to_target": epoch, "images_to_target": state.images}
+                    "epochs_to_target": epoch, "images_to_target": state.images,
+                    **_known(energy_to_target_j=state.energy_j)}
     return True
 
 
@@ -310,13 +321,16 @@ def _short_of_disk(folder: str, model: nn.Module) -> str | None:
     return None
 
 
-def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) -> EpochResult:
-    """One pass over this rank's training shard; sums are reduced over ranks, then divided."""
+def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm,
+                    energy_j: Callable[[], float] | None = None) -> EpochResult:
+    """One pass over this rank's training shard; sums are reduced over ranks, then divided. ``energy_j`` reads the
+    rank's GPU energy counter."""
     step.model.train()
     sums = torch.zeros(2, dtype=torch.float64, device=dist.ctx.device)  # loss sum, top-1 correct
     seen = 0
     timer = EpochTimer(dist.ctx.device, cfg.warmup_steps, cfg.window_steps,
-                       on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False))
+                       on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False),
+                       energy_j=energy_j)
     faults = NonFiniteWatch(dist.ctx.device, step.scaler)
     steps = min(len(loader), cfg.data.steps or len(loader))
     timed = full_batch_steps(min(loader.num_samples, steps * cfg.data.batch_size), cfg.data.batch_size)
@@ -332,9 +346,10 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
     faults.raise_if_any(dist)
     (loss_sum, correct), n = _reduce(dist, sums, seen)
     throughput, rates = _job_throughput(timer.timing, faults.skipped, dist)
+    per_image, energy = _job_energy(timer.timing, dist)
     metrics = {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **throughput,
-               **step.breakdown.summary(dist, timer.timing)}
-    return EpochResult(metrics, rates, n)
+               **step.breakdown.summary(dist, timer.timing), **per_image}
+    return EpochResult(metrics, rates, n, energy)
 
 
 class NonFiniteWatch:
@@ -422,6 +437,34 @@ def _job_throughput(timing: EpochTiming, skipped: torch.Tensor, dist) -> tuple[d
     }, rates
 
 
+def _job_energy(timing: EpochTiming, dist) -> tuple[dict, float]:
+    """Every rank's GPU energy summed: per image over the steady state (the job's steady-state images; nothing
+    where there is no energy counter), and over the whole epoch."""
+    ranks = gather_per_rank(dist, [timing.energy_j, timing.images, timing.epoch_energy_j])
+    steady, images, epoch = (sum(r[i] for r in ranks) for i in range(3))
+    return _known(energy_per_image_j=steady / images if images else math.nan), epoch
+
+
+def _note_memory(dist, state: TrainState) -> None:
+    """The most any rank held so far: allocated by tensors, reserved by torch's allocator (CUDA), used on its GPU
+    (NVML, at the epoch's end: DALI's own pools and the CUDA context included)."""
+    device = dist.ctx.device
+    ranks = gather_per_rank(dist, [peak_memory_mib(device), peak_memory_reserved_mib(device), device_used_mib(device)])
+    state.peak_mem_mib = max(state.peak_mem_mib, *(r[0] for r in ranks))
+    state.peak_mem_reserved_mib = _most(state.peak_mem_reserved_mib, *(r[1] for r in ranks))
+    state.gpu_mem_used_mib = _most(state.gpu_mem_used_mib, *(r[2] for r in ranks))
+
+
+def _most(*values: float) -> float:
+    """The largest of the values that are known (not NaN); NaN when none is."""
+    return max((v for v in values if not math.isnan(v)), default=math.nan)
+
+
+def _known(**figures: float) -> dict:
+    """The figures that are known: a device without a counter logs none rather than NaN."""
+    return {name: value for name, value in figures.items() if not math.isnan(value)}
+
+
 def _run_metrics(last: dict, state: TrainState) -> dict:
     """The run's figures: over all its epochs, across the segments of a stopped and resumed or restarted run."""
     return {
@@ -429,6 +472,7 @@ def _run_metrics(last: dict, state: TrainState) -> dict:
         "final_val_top1_err": last["val_top1_err"],
         "final_val_top5_err": last["val_top5_err"],
         "peak_mem_mib": state.peak_mem_mib,
+        **_known(peak_mem_reserved_mib=state.peak_mem_reserved_mib, gpu_mem_used_mib=state.gpu_mem_used_mib),
         "train_time_s": state.train_seconds + state.eval_seconds,
         **(state.target or {}),
     }
