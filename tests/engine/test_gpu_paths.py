@@ -395,3 +395,58 @@ def test_memory_is_the_most_allocated_reserved_and_used_of_any_epoch(monkeypatch
             if "mem" in k} == {"peak_mem_mib": 150.0, "peak_mem_reserved_mib": 200.0, "gpu_mem_used_mib": 950.0}
     cpu = loop.TrainState(peak_mem_mib=80.0)
     assert "peak_mem_reserved_mib" not in loop._run_metrics({"val_top1_err": 1, "val_top5_err": 0}, cpu)
+
+
+# ---- Horovod on GPUs: NCCL, or a refusal (the build's facts injected: no GPU, and no Horovod rebuild, here) ----
+
+@pytest.fixture
+def horovod_build(monkeypatch):
+    """A Horovod whose ``nccl_built()`` is ``build.nccl`` on a rank whose device is ``build.device``."""
+    import sys
+    import types
+
+    from train.engine import distributed
+
+    build = types.SimpleNamespace(nccl=False, device="cuda")
+    hvd = types.SimpleNamespace(init=lambda: None, rank=lambda: 0, local_rank=lambda: 0, size=lambda: 1,
+                                nccl_built=lambda: build.nccl)
+    monkeypatch.setitem(sys.modules, "horovod", types.SimpleNamespace(torch=hvd))
+    monkeypatch.setitem(sys.modules, "horovod.torch", hvd)
+    monkeypatch.setattr(distributed, "pick_device", lambda device, local_rank: torch.device(build.device, 0)
+                        if build.device == "cuda" else torch.device("cpu"))
+    return build
+
+
+def run_horovod_launcher(monkeypatch, *flags: str):
+    """launchers/horovod.py as horovodrun starts it; the config and job it would train, or its exit and stderr."""
+    from launchers import horovod as launcher
+    from train.engine.launch import exit_on_usage_error
+
+    trained = []
+    monkeypatch.setattr(launcher, "train_and_report", lambda cfg, job, checkpoint: trained.append((cfg, job)) or 0)
+    with pytest.raises(SystemExit) as exited:
+        exit_on_usage_error(lambda: launcher.main(["--epochs", "1", *flags]))
+    return exited.value.code, trained
+
+
+def test_horovod_without_nccl_is_refused_on_cuda_in_one_line_naming_the_rebuild(horovod_build, monkeypatch, capsys):
+    code, trained = run_horovod_launcher(monkeypatch)
+    assert (code, trained) == (2, [])
+    assert capsys.readouterr().err == (
+        "cnnbench: error: this Horovod was built without NCCL: on CUDA every gradient would go through host memory "
+        "and Gloo; rebuild it on this node with `bash .ci/build-horovod` (NCCL from torch's nvidia-nccl wheel), or "
+        "give --allow-horovod-without-nccl to measure that path\n")
+
+
+def test_horovod_without_nccl_trains_on_cuda_when_asked_and_the_run_is_tagged_so(horovod_build, monkeypatch):
+    code, [(cfg, job)] = run_horovod_launcher(monkeypatch, "--allow-horovod-without-nccl")
+    assert (code, job.ctx.backend) == (0, "gloo")
+    assert cfg.run_tags == {"cnnbench.horovod": "built without NCCL: CUDA gradients all-reduced through host memory "
+                                                "by Gloo (--allow-horovod-without-nccl)"}
+
+
+@pytest.mark.parametrize("nccl, device, backend", [(True, "cuda", "nccl"), (False, "cpu", "gloo")])
+def test_horovod_with_nccl_or_on_cpu_trains_untagged(horovod_build, monkeypatch, nccl, device, backend):
+    horovod_build.nccl, horovod_build.device = nccl, device
+    code, [(cfg, job)] = run_horovod_launcher(monkeypatch)
+    assert (code, job.ctx.backend, cfg.run_tags) == (0, backend, {})
