@@ -93,7 +93,9 @@ class TrainState:
     peak_mem_mib: float = 0.0  # the most any rank held in any epoch so far
     peak_mem_reserved_mib: float = math.nan  # CUDA: the most torch's allocator of any rank reserved so far
     gpu_mem_used_mib: float = math.nan  # NVML: the most used on any rank's GPU at an epoch's end so far
-    energy_j: float = 0.0  # every rank's GPU energy over the training epochs so far (NaN: no energy counter)
+    # every rank's GPU energy over the training epochs so far; NaN without an energy counter, or when resumed from
+    # a checkpoint written before energy was counted (a new run starts at 0)
+    energy_j: float = math.nan
     target: dict | None = None  # the time-to-target metrics, from the epoch that reached --target-top1-err
 
 
@@ -149,7 +151,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
     _check_before_work(dist, lambda: _short_of_disk(cfg.checkpoint_dir, model) if ctx.is_main else None)
     _check_before_work(dist, lambda: _nondeterministic_op(model, cfg, spec, ctx.device) if ctx.is_main else None)
-    training = _prepare(cfg, dist, model, checkpoint, saved or TrainState())
+    training = _prepare(cfg, dist, model, checkpoint, saved or TrainState(energy_j=0.0))
 
     run_name = cfg.run_name or _default_run_name(cfg, ctx, spec)
     system_metrics = system_metrics_on(cfg.system_metrics, ctx.world_size)
