@@ -25,7 +25,7 @@ except ImportError as err:  # this module is imported only for --loader dali, so
     raise UsageError(f"--loader dali needs NVIDIA DALI, which does not import here ({err}); "
                      f"install it with: pip install -e '.[dali]'") from None
 
-__all__ = ["DaliLoader", "device_id", "fn", "normalize", "on_gpu", "pipeline_def", "types"]
+__all__ = ["DaliLoader", "device_id", "fn", "normalize", "on_gpu", "on_model_device", "pipeline_def", "types"]
 
 OUTPUTS = ["images", "labels"]  # what every pipeline returns, in this order
 
@@ -44,7 +44,7 @@ class DaliLoader:
         self.seed, self.rank = cfg.seed, ctx.rank
         self.settings = dict(batch_size=batch_size, num_threads=cfg.loader_threads, prefetch_queue_depth=cfg.prefetch,
                              device_id=device_id(ctx))  # checked now: a run lacking its GPU stops before it starts
-        self.channels_last, self.device = cfg.channels_last, ctx.device
+        self.channels_last = cfg.channels_last
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -64,8 +64,7 @@ class DaliLoader:
                 continue
             if self.channels_last:  # NHWC in memory, seen as NCHW: what .contiguous(channels_last) makes
                 images = images.permute(0, 3, 1, 2)
-            # images come from the pipeline on the model's device; labels from the reader, on the host
-            yield images, labels.view(-1).long().to(self.device, non_blocking=True)
+            yield images, labels.view(-1).long()  # both on the model's device (``on_model_device``)
 
 
 def device_id(ctx: DistContext) -> int | None:
@@ -81,6 +80,12 @@ def device_id(ctx: DistContext) -> int | None:
 
 def on_gpu(ctx: DistContext) -> bool:
     return ctx.device.type == "cuda"
+
+
+def on_model_device(data, ctx: DistContext):
+    """A pipeline's output on the model's device: on a GPU copied there inside the pipeline, from DALI's own pinned
+    buffers, ahead of the step that needs it, not from unpinned host memory by the loop at every step."""
+    return data.gpu() if on_gpu(ctx) else data
 
 
 def normalize(images, mean, std, cfg: DataConfig, mirror=0, crop=None):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
-from dataloaders.dali import DaliLoader, fn, normalize, on_gpu, pipeline_def, types
+from dataloaders.dali import DaliLoader, fn, normalize, on_gpu, on_model_device, pipeline_def, types
 from dataloaders.imagenet import RESIZE, folders
 from dataloaders.sharding import train_sampler
 from train.context import DistContext
@@ -63,7 +63,7 @@ def train_folder_pipeline(files: list[str], labels: list[int], spec: DatasetSpec
     images = fn.decoders.image_random_crop(encoded, device=decoder_device(ctx), output_type=types.RGB,
                                            random_area=AREA, random_aspect_ratio=ASPECT_RATIO)
     images = fn.resize(images, size=[spec.image_size] * 2)
-    return normalize(images, spec.mean, spec.std, cfg, mirror=fn.random.coin_flip()), labels
+    return normalize(images, spec.mean, spec.std, cfg, mirror=fn.random.coin_flip()), on_model_device(labels, ctx)
 
 
 @pipeline_def(enable_conditionals=False)
@@ -72,4 +72,4 @@ def val_folder_pipeline(files: list[str], labels: list[int], spec: DatasetSpec, 
                                       pad_last_batch=False, stick_to_shard=True, name=READER)
     images = fn.decoders.image(encoded, device=decoder_device(ctx), output_type=types.RGB)
     images = fn.resize(images, resize_shorter=RESIZE)
-    return normalize(images, spec.mean, spec.std, cfg, crop=[spec.image_size] * 2), labels
+    return normalize(images, spec.mean, spec.std, cfg, crop=[spec.image_size] * 2), on_model_device(labels, ctx)

@@ -12,7 +12,7 @@ import torch
 
 from dataloaders import cifar, digits
 from dataloaders.contract import DataConfig, DatasetSpec, Loaders
-from dataloaders.dali import DaliLoader, fn, normalize, on_gpu, pipeline_def, types
+from dataloaders.dali import DaliLoader, fn, normalize, on_model_device, pipeline_def, types
 from dataloaders.sharding import train_sampler, val_indices
 from train.context import DistContext
 
@@ -62,15 +62,14 @@ def batches(split: Split, order: np.ndarray, batch_size: int):
 @pipeline_def(enable_conditionals=False)
 def memory_pipeline(source, spec: DatasetSpec, augment: bool, cfg: DataConfig, ctx: DistContext):
     images, labels = fn.external_source(source=source, num_outputs=2, batch=True, layout=["HWC", ""])
-    if on_gpu(ctx):
-        images = images.gpu()
+    images = on_model_device(images, ctx)
     mirror = 0
     if augment:
         offset = fn.random.uniform(values=list(range(-CROP_PADDING, CROP_PADDING + 1)), shape=[2], dtype=types.INT32)
         images = fn.slice(images, start=offset, shape=[spec.image_size] * 2, axis_names="HW",
                           out_of_bounds_policy="pad", fill_values=0)
         mirror = fn.random.coin_flip()
-    return normalize(images, spec.mean, spec.std, cfg, mirror=mirror), labels
+    return normalize(images, spec.mean, spec.std, cfg, mirror=mirror), on_model_device(labels, ctx)
 
 
 def read_cifar(cfg: DataConfig) -> InMemory:

@@ -57,6 +57,9 @@ def assert_mfu_exact(run, world_size: int) -> None:
     expected = 100 * 3 * m["flops_per_image"] * m["train_images_per_sec"] / (world_size * PEAK_TFLOPS * 1e12)
     assert m["mfu_pct"] == pytest.approx(expected, rel=1e-9)
     assert (float(p["peak_tflops"]), p["peak_tflops_source"]) == (PEAK_TFLOPS, "given (--peak-tflops)")
+    # the second figure, over the peak measured by matrix products on this CPU
+    measured = float(p["measured_peak_tflops"])
+    assert m["mfu_measured_peak_pct"] == pytest.approx(expected * PEAK_TFLOPS / measured, rel=1e-9)
 
 
 def launched_run(ws: Workspace, *args: str):

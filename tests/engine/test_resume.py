@@ -14,7 +14,7 @@ from launchers import single
 from tests.workspace import Workspace
 from train.engine import loop
 from train.engine.checkpoint import find_checkpoint, load_checkpoint
-from train.engine.mfu import Peak
+from train.engine.mfu import Peak, Peaks
 
 TINY = ["--dataset", "synthetic", "--image-size", "32", "--num-classes", "10", "--synthetic-train-size", "64",
         "--synthetic-val-size", "32", "--batch-size", "16", "--warmup-steps", "0", "--threads", "1"]
@@ -82,10 +82,10 @@ def test_peak_memory_leaves_out_what_start_up_probes_allocated(ws, monkeypatch):
     def probe_that_allocates(*args, **kwargs):
         spike = torch.ones(512 * 2**20 // 4)  # 512 MiB, touched page by page, as a large probe would be
         del spike
-        return Peak(1.0, "given (--peak-tflops)")
+        return Peaks(Peak(1.0, "given (--peak-tflops)"), Peak(1.0, "cached"))
 
     before = loop.peak_memory_mib(torch.device("cpu"))
-    monkeypatch.setattr(loop, "job_peak", probe_that_allocates)
+    monkeypatch.setattr(loop, "job_peaks", probe_that_allocates)
     train(ws, "--epochs", "1")
     (run,) = ws.runs()
     # the tiny run itself needs a few MiB more than the process held before; the probe's 512 MiB are not its

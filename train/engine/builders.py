@@ -27,17 +27,24 @@ AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 @dataclass
 class Step:
-    """One optimisation step with one mixed-precision path (the scaler is a no-op unless fp16)."""
+    """One optimisation step with one mixed-precision path (the scaler is a no-op unless fp16).
+
+    ``eager`` is ``model`` uncompiled (by default ``model`` itself): a compiled model trains a batch of another shape
+    (an epoch's short last batch) with it, eagerly, since a new shape makes Dynamo compile a second, dynamic-shape
+    graph, which it then prefers for every later batch: later epochs would run, and be timed, on another graph."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     autocast: Callable[[], contextlib.AbstractContextManager]
     breakdown: StepBreakdown = field(default_factory=StepBreakdown.disabled)  # marks the parts of sampled steps
+    eager: nn.Module | None = None
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor,
+                 eager: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        model = self.eager if eager and self.eager is not None else self.model
         with self.autocast():
-            logits = self.model(images)
+            logits = model(images)
             loss = F.cross_entropy(logits, labels)
         self.breakdown.mark("forward")
         self.optimizer.zero_grad()  # None grads by default; Horovod's optimizer takes no set_to_none

@@ -51,6 +51,7 @@ class TrainConfig:
     breakdown_every: int = 10
     peak_tflops: float | None = None
     peak_cache: str | None = None
+    remeasure_peak: bool = False
     system_metrics: bool | None = None  # None: on for multi-process jobs
     checkpoint_dir: str = "checkpoints"
     resume: str | None = None
@@ -236,10 +237,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"the step-time breakdown samples the 1st and every N-th steady-state step of an epoch "
                         f"(default: {D.breakdown_every})")
     g.add_argument("--peak-tflops", type=pos_float,
-                   help="one device's peak TFLOP/s at --precision, for mfu_pct (default: measured once by matrix "
-                        "products and cached)")
+                   help="one device's peak TFLOP/s at --precision, for mfu_pct (default: the GPU's rated dense "
+                        "peak from NVIDIA's datasheets; on CPU the measured one)")
     g.add_argument("--peak-cache", metavar="FILE",
                    help="JSON file of measured peaks (default: ~/.cache/cnnbench/peak_flops.json)")
+    g.add_argument("--remeasure-peak", action="store_true",
+                   help="measure the peak of --peak-cache again (for mfu_measured_peak_pct) and replace the cached one")
     g.add_argument("--system-metrics", action=argparse.BooleanOptionalAction,
                    help="MLflow system metrics (CPU, memory, GPU utilisation, GPU memory, power), recorded by "
                         "one process per node (default: on for multi-process jobs)")

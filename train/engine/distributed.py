@@ -227,14 +227,32 @@ class Horovod(SingleProcess):
         self.hvd.barrier()
 
 
-def horovodrun_job(device: str) -> Horovod:
-    """Initialise Horovod; ranks come from horovodrun's environment through ``hvd.rank()`` and friends."""
+BUILD_HOROVOD = "bash .ci/build-horovod"
+WITHOUT_NCCL_TAG = "cnnbench.horovod"
+
+
+def horovodrun_job(device: str, allow_without_nccl: bool = False) -> Horovod:
+    """Initialise Horovod; ranks come from horovodrun's environment through ``hvd.rank()`` and friends. On CUDA a
+    build without NCCL is refused unless ``allow_without_nccl``: it all-reduces every gradient through host memory
+    (a blocking copy to the host, Gloo over TCP, a copy back), which throughput and scaling would then measure."""
     try:
         import horovod.torch as hvd
     except ImportError as err:
-        raise UsageError(f"Horovod is not installed for torch ({err}): build it with `bash .ci/build-horovod` "
-                         f"(Horovod 0.28.1 from source, Gloo, about 3 minutes)") from None
+        raise UsageError(f"Horovod is not installed for torch ({err}): build it with `{BUILD_HOROVOD}` "
+                         f"(Horovod 0.28.1 from source, Gloo, NCCL with a CUDA torch, about 3 minutes)") from None
     hvd.init()
     dev = pick_device(device, hvd.local_rank())
+    if dev.type == "cuda" and not hvd.nccl_built() and not allow_without_nccl:
+        raise UsageError(f"this Horovod was built without NCCL: on CUDA every gradient would go through host memory "
+                         f"and Gloo; rebuild it on this node with `{BUILD_HOROVOD}` (NCCL from torch's nvidia-nccl "
+                         f"wheel), or give --allow-horovod-without-nccl to measure that path")
     backend = "nccl" if dev.type == "cuda" and hvd.nccl_built() else "gloo"
     return Horovod(DistContext(hvd.rank(), hvd.local_rank(), hvd.size(), dev, backend, "horovod"), hvd)
+
+
+def without_nccl_tags(ctx: DistContext) -> dict[str, str]:
+    """The tag a Horovod run on CUDA without NCCL carries (--allow-horovod-without-nccl); none otherwise."""
+    if ctx.device.type != "cuda" or ctx.backend == "nccl":
+        return {}
+    return {WITHOUT_NCCL_TAG: "built without NCCL: CUDA gradients all-reduced through host memory by Gloo "
+                              "(--allow-horovod-without-nccl)"}

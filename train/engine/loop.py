@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -50,6 +51,7 @@ from train.engine.checkpoint import remember_job_run, save_checkpoint
 from train.engine.config import TrainConfig
 from train.engine.distributed import gather_per_rank
 from train.engine.environment import environment_params, mlflow_source_tags
+from train.engine.gpus import EnergyCounter, device_used_mib, energy_counter
 from train.engine.measure import (
     EpochTimer,
     EpochTiming,
@@ -59,11 +61,12 @@ from train.engine.measure import (
     job_windows,
     median_and_spread,
     peak_memory_mib,
+    peak_memory_reserved_mib,
     reset_peak_memory,
     steady_rates,
     window_series,
 )
-from train.engine.mfu import job_peak, mfu_pct
+from train.engine.mfu import Peaks, job_peaks, mfu_pct, peak_params
 from train.engine.schema import PARAM_NAMES
 from train.engine.signals import raise_if_terminated
 from train.engine.tracking import make_tracker, record_system_metrics, system_metrics_on, tracking_uri
@@ -88,6 +91,11 @@ class TrainState:
     eval_seconds: float = 0.0  # eval_time_s summed likewise
     images: int = 0  # training images processed, all ranks
     peak_mem_mib: float = 0.0  # the most any rank held in any epoch so far
+    peak_mem_reserved_mib: float = math.nan  # CUDA: the most torch's allocator of any rank reserved so far
+    gpu_mem_used_mib: float = math.nan  # NVML: the most used on any rank's GPU at an epoch's end so far
+    # every rank's GPU energy over the training epochs so far; NaN without an energy counter, or when resumed from
+    # a checkpoint written before energy was counted (a new run starts at 0)
+    energy_j: float = math.nan
     target: dict | None = None  # the time-to-target metrics, from the epoch that reached --target-top1-err
 
 
@@ -107,6 +115,7 @@ class EpochResult:
     metrics: dict  # the epoch's logged metrics
     window_rates: list[float]  # the job's full timing windows, images/s
     images: int  # training images processed, all ranks
+    energy_j: float = math.nan  # every rank's GPU energy over the epoch
 
 
 @dataclass
@@ -132,7 +141,8 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     _check_before_work(dist, lambda: tracker.probe() or _unwritable(cfg.checkpoint_dir) if ctx.is_main else None)
     _configure_torch(cfg, ctx.device)
     cfg, batch_search = fit_batch_size(synthetic_like_the_arch(cfg), dist)
-    peak = job_peak(dist, AMP_DTYPES[cfg.precision] or torch.float32, cfg.peak_tflops, cfg.peak_cache)
+    peaks = job_peaks(dist, AMP_DTYPES[cfg.precision] or torch.float32, cfg.peak_tflops, cfg.peak_cache,
+                      cfg.remeasure_peak)
     torch.manual_seed(cfg.data.seed)
     loaders = build_loaders(cfg.data, ctx)
     spec = loaders.spec
@@ -140,13 +150,15 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     complexity = {"num_params": count_parameters(model), "flops_per_image": _flops(model, cfg, spec)}
     model.to(ctx.device, memory_format=torch.channels_last if cfg.data.channels_last else torch.preserve_format)
     _check_before_work(dist, lambda: _short_of_disk(cfg.checkpoint_dir, model) if ctx.is_main else None)
-    training = _prepare(cfg, dist, model, checkpoint, saved or TrainState())
+    _check_before_work(dist, lambda: _nondeterministic_op(model, cfg, spec, ctx.device) if ctx.is_main else None)
+    training = _prepare(cfg, dist, model, checkpoint, saved or TrainState(energy_j=0.0))
 
     run_name = cfg.run_name or _default_run_name(cfg, ctx, spec)
     system_metrics = system_metrics_on(cfg.system_metrics, ctx.world_size)
+    energy = energy_counter(ctx.device)
     params = {**_run_params(cfg, ctx, spec, arch_resolved), "sgd_impl": sgd_impl(cfg, ctx.device),
-              "batch_size_search": batch_search, "peak_tflops": peak.tflops, "peak_tflops_source": peak.source,
-              "system_metrics": system_metrics}
+              "batch_size_search": batch_search, **peak_params(peaks), "system_metrics": system_metrics,
+              "energy_counter": energy.source}
     tags = {**mlflow_source_tags(), **cfg.run_tags, **(_resume_tags(checkpoint, saved.epoch, cfg) if saved else {})}
     state = training.state
     # however it ends, the run is closed with a status
@@ -165,8 +177,8 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
         log.info("%s (%s): %.2f M params, %.1f MFLOPs/image; %s: %d train / %d val images; run %s",
                  cfg.arch, arch_resolved, complexity["num_params"] / 1e6, complexity["flops_per_image"] / 1e6,
                  spec.name, spec.train_size, spec.val_size, state.run_id)
-        epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peak_tflops=peak.tflops,
-                                flops=complexity["flops_per_image"])
+        epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peaks=peaks,
+                                flops=complexity["flops_per_image"], energy=energy)
         reset_peak_memory(ctx.device)  # start-up probes (batch search, peak FLOP/s) are no part of the run
         metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir)
         run_metrics = _run_metrics(metrics, state)
@@ -200,7 +212,7 @@ def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None, 
     eval_model = maybe_compile(model, cfg)
     train_model = eval_model if wrapped is model else maybe_compile(wrapped, cfg)
     step = Step(train_model, optimizer, scaler, autocast(cfg.precision, ctx.device),
-                StepBreakdown(ctx.device, cfg.breakdown_every, cfg.warmup_steps, wrapped))
+                StepBreakdown(ctx.device, cfg.breakdown_every, cfg.warmup_steps, wrapped), eager=wrapped)
     return Training(model, eval_model, step, scheduler, state)
 
 
@@ -234,22 +246,24 @@ def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], 
     return metrics, last_ckpt
 
 
-def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peak_tflops: float, flops: int) -> EpochResult:
+def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peaks: Peaks, flops: int,
+           energy: EnergyCounter) -> EpochResult:
     """Train one epoch and evaluate the model rank 0 checkpoints; the figures are the job's."""
     _seed_epoch(cfg.data.seed, epoch, dist.ctx.rank)
     loaders.train.set_epoch(epoch)
     lr = t.step.optimizer.param_groups[0]["lr"]
     try:
-        result = train_one_epoch(t.step, loaders.train, cfg, dist, _progress(dist.ctx, epoch, cfg.epochs))
+        result = train_one_epoch(t.step, loaders.train, cfg, dist, _progress(dist.ctx, epoch, cfg.epochs),
+                                 energy.read_j)
     except RunFault as fault:
         raise RunFault(f"epoch {epoch}: {fault}") from None
     dist.broadcast_buffers(t.model)
     val = evaluate(t.eval_model, loaders.val, t.step.autocast, dist, loaders.spec)
     t.scheduler.step()
-    t.state.peak_mem_mib = max(t.state.peak_mem_mib, *(row[0] for row in gather_per_rank(
-        dist, [peak_memory_mib(dist.ctx.device)])))
-    result.metrics.update(val, lr=lr, mfu_pct=mfu_pct(flops, result.metrics["train_images_per_sec"], peak_tflops,
-                                                      dist.ctx.world_size))
+    _note_memory(dist, t.state)
+    rate, world = result.metrics["train_images_per_sec"], dist.ctx.world_size
+    result.metrics.update(val, lr=lr, mfu_pct=mfu_pct(flops, rate, peaks.rated.tflops, world),
+                          mfu_measured_peak_pct=mfu_pct(flops, rate, peaks.measured.tflops, world))
     return result
 
 
@@ -260,6 +274,7 @@ def _count(state: TrainState, epoch: int, result: EpochResult) -> None:
     state.train_seconds += m["epoch_time_s"]
     state.eval_seconds += m["eval_time_s"]
     state.images += result.images
+    state.energy_j += result.energy_j
 
 
 def _reaches_target(cfg: TrainConfig, state: TrainState, val_top1_err: float, epoch: int) -> bool:
@@ -267,7 +282,8 @@ def _reaches_target(cfg: TrainConfig, state: TrainState, val_top1_err: float, ep
     if cfg.target_top1_err is None or state.target is not None or val_top1_err > cfg.target_top1_err:
         return False
     state.target = {"time_to_target_s": state.train_seconds, "eval_time_to_target_s": state.eval_seconds,
-                    "epochs_to_target": epoch, "images_to_target": state.images}
+                    "epochs_to_target": epoch, "images_to_target": state.images,
+                    **_known(energy_to_target_j=state.energy_j)}
     return True
 
 
@@ -307,13 +323,16 @@ def _short_of_disk(folder: str, model: nn.Module) -> str | None:
     return None
 
 
-def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) -> EpochResult:
-    """One pass over this rank's training shard; sums are reduced over ranks, then divided."""
+def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm,
+                    energy_j: Callable[[], float] | None = None) -> EpochResult:
+    """One pass over this rank's training shard; sums are reduced over ranks, then divided. ``energy_j`` reads the
+    rank's GPU energy counter."""
     step.model.train()
     sums = torch.zeros(2, dtype=torch.float64, device=dist.ctx.device)  # loss sum, top-1 correct
     seen = 0
     timer = EpochTimer(dist.ctx.device, cfg.warmup_steps, cfg.window_steps,
-                       on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False))
+                       on_window=lambda rate: progress.set_postfix_str(f"{rate:.0f} img/s", refresh=False),
+                       energy_j=energy_j)
     faults = NonFiniteWatch(dist.ctx.device, step.scaler)
     steps = min(len(loader), cfg.data.steps or len(loader))
     timed = full_batch_steps(min(loader.num_samples, steps * cfg.data.batch_size), cfg.data.batch_size)
@@ -321,7 +340,7 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
         sampled = step.breakdown.iterate(loader, steps, timed)
         for i, (images, labels) in enumerate(timer.iterate(sampled, steps, timed)):
             raise_if_terminated()
-            loss, logits = step(images, labels)
+            loss, logits = step(images, labels, eager=i >= timed)  # a short last batch: one compiled graph
             faults.observe(loss, i)
             sums += torch.stack([loss * len(labels), (logits.argmax(1) == labels).sum()])
             seen += len(labels)
@@ -329,9 +348,10 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
     faults.raise_if_any(dist)
     (loss_sum, correct), n = _reduce(dist, sums, seen)
     throughput, rates = _job_throughput(timer.timing, faults.skipped, dist)
+    per_image, energy = _job_energy(timer.timing, dist)
     metrics = {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **throughput,
-               **step.breakdown.summary(dist, timer.timing)}
-    return EpochResult(metrics, rates, n)
+               **step.breakdown.summary(dist, timer.timing), **per_image}
+    return EpochResult(metrics, rates, n, energy)
 
 
 class NonFiniteWatch:
@@ -419,6 +439,34 @@ def _job_throughput(timing: EpochTiming, skipped: torch.Tensor, dist) -> tuple[d
     }, rates
 
 
+def _job_energy(timing: EpochTiming, dist) -> tuple[dict, float]:
+    """Every rank's GPU energy summed: per image over the steady state (the job's steady-state images; nothing
+    where there is no energy counter), and over the whole epoch."""
+    ranks = gather_per_rank(dist, [timing.energy_j, timing.images, timing.epoch_energy_j])
+    steady, images, epoch = (sum(r[i] for r in ranks) for i in range(3))
+    return _known(energy_per_image_j=steady / images if images else math.nan), epoch
+
+
+def _note_memory(dist, state: TrainState) -> None:
+    """The most any rank held so far: allocated by tensors, reserved by torch's allocator (CUDA), used on its GPU
+    (NVML, at the epoch's end: DALI's own pools and the CUDA context included)."""
+    device = dist.ctx.device
+    ranks = gather_per_rank(dist, [peak_memory_mib(device), peak_memory_reserved_mib(device), device_used_mib(device)])
+    state.peak_mem_mib = max(state.peak_mem_mib, *(r[0] for r in ranks))
+    state.peak_mem_reserved_mib = _most(state.peak_mem_reserved_mib, *(r[1] for r in ranks))
+    state.gpu_mem_used_mib = _most(state.gpu_mem_used_mib, *(r[2] for r in ranks))
+
+
+def _most(*values: float) -> float:
+    """The largest of the values that are known (not NaN); NaN when none is."""
+    return max((v for v in values if not math.isnan(v)), default=math.nan)
+
+
+def _known(**figures: float) -> dict:
+    """The figures that are known: a device without a counter logs none rather than NaN."""
+    return {name: value for name, value in figures.items() if not math.isnan(value)}
+
+
 def _run_metrics(last: dict, state: TrainState) -> dict:
     """The run's figures: over all its epochs, across the segments of a stopped and resumed or restarted run."""
     return {
@@ -426,6 +474,7 @@ def _run_metrics(last: dict, state: TrainState) -> dict:
         "final_val_top1_err": last["val_top1_err"],
         "final_val_top5_err": last["val_top5_err"],
         "peak_mem_mib": state.peak_mem_mib,
+        **_known(peak_mem_reserved_mib=state.peak_mem_reserved_mib, gpu_mem_used_mib=state.gpu_mem_used_mib),
         "train_time_s": state.train_seconds + state.eval_seconds,
         **(state.target or {}),
     }
@@ -441,6 +490,33 @@ def _configure_torch(cfg: TrainConfig, device: torch.device) -> None:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = not cfg.deterministic  # autotuning may pick other kernels per run
         torch.backends.cudnn.deterministic = cfg.deterministic
+
+
+def _nondeterministic_op(model: nn.Module, cfg: TrainConfig, spec: DatasetSpec, device: torch.device) -> str | None:
+    """Under --deterministic, why ``model`` cannot train so: the operation of its step that has no deterministic
+    kernel on ``device`` (on CUDA, adaptive average pooling's backward in torchvision's VGG and AlexNet), found at
+    start-up by one forward and backward of two blank images, not at the first step that meets it. Eval mode leaves
+    BatchNorm statistics as they were; the gradients are dropped."""
+    if not cfg.deterministic:
+        return None
+    images = torch.zeros(2, 3, spec.image_size, spec.image_size, device=device)
+    if cfg.data.channels_last:
+        images = images.to(memory_format=torch.channels_last)
+    model.eval()
+    try:
+        with autocast(cfg.precision, device)():
+            logits = model(images)
+        logits.float().sum().backward()
+    except RuntimeError as err:
+        op = re.match(r"(\S+) does not have a deterministic implementation", str(err))
+        if op is None:
+            raise
+        return (f"--deterministic: {op[1]} has no deterministic implementation, and arch {cfg.arch} needs it; "
+                f"train without --deterministic, or with an arch without it")
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train()
+    return None
 
 
 def _seed_epoch(seed: int, epoch: int, rank: int) -> None:

@@ -77,6 +77,8 @@ class EpochTiming:
     data_wait: float = 0.0  # steady-state seconds blocked on the loader
     epoch_seconds: float = 0.0  # the whole epoch, warm-up and a short last batch included
     windows: list[Window] = field(default_factory=list)
+    energy_j: float = math.nan  # the device's energy over the steady state (NaN: no energy counter)
+    epoch_energy_j: float = math.nan  # ... over the whole epoch
 
     @property
     def images_per_sec(self) -> float:
@@ -118,11 +120,12 @@ class EpochTimer:
     """
 
     def __init__(self, device: torch.device, warmup_steps: int, window_steps: int | None,
-                 on_window: Callable[[float], None] | None = None):
+                 on_window: Callable[[float], None] | None = None, energy_j: Callable[[], float] | None = None):
         self.device = device
         self.warmup_steps = warmup_steps
         self.window_steps = window_steps
         self.on_window = on_window
+        self.energy_j = energy_j or (lambda: math.nan)  # a device's energy counter, read where the clock is
         self.timing = EpochTiming()
 
     def iterate(self, loader: Iterable, steps: int, timed_steps: int | None = None) -> Iterator:
@@ -133,6 +136,7 @@ class EpochTimer:
         per_window = self.window_steps or auto_window_steps(last - warmup)
         synchronize(self.device)
         epoch_start = window_start = time.perf_counter()
+        epoch_energy = steady_energy = last_energy = self.energy_j()
         window_images = window_steps = 0
         batches = iter(loader)
         for step in range(1, steps + 1):
@@ -144,6 +148,7 @@ class EpochTimer:
             if step == warmup:
                 synchronize(self.device)
                 window_start = time.perf_counter()
+                steady_energy = self.energy_j()
             if not warmup < step <= last:
                 continue
             window_images += len(batch[1])
@@ -151,9 +156,11 @@ class EpochTimer:
             if window_steps == per_window or step == last:
                 synchronize(self.device)
                 now = time.perf_counter()
+                last_energy = self.energy_j()
                 self._close_window(Window(window_images, now - window_start, window_steps == per_window))
                 window_start, window_images, window_steps = now, 0, 0
         t.epoch_seconds = time.perf_counter() - epoch_start
+        t.energy_j, t.epoch_energy_j = last_energy - steady_energy, self.energy_j() - epoch_energy
 
     def _close_window(self, window: Window) -> None:
         t = self.timing
@@ -188,3 +195,9 @@ def peak_memory_mib(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**20
     status = Path("/proc/self/status").read_text()
     return int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)[1]) / 1024
+
+
+def peak_memory_reserved_mib(device: torch.device) -> float:
+    """CUDA: the most torch's caching allocator reserved from the device (what out-of-memory depends on), in MiB;
+    NaN on CPU, which has no such cache."""
+    return torch.cuda.max_memory_reserved(device) / 2**20 if device.type == "cuda" else math.nan

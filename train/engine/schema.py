@@ -58,7 +58,13 @@ METRICS: tuple[Metric, ...] = (
            "(0 for one process)"),
     Metric("optimizer_ms", "ms", "epoch", "sampled steps: optimizer update (and loss-scaler update)"),
     Metric("breakdown_steps", "count", "epoch", "steps sampled for the breakdown, per rank"),
-    Metric("mfu_pct", "%", "epoch", "100 * 3 * flops_per_image * train_images_per_sec / (world_size * peak_tflops)"),
+    Metric("energy_per_image_j", "J", "epoch", "every rank's GPU energy over its steady-state timing windows (NVML's "
+           "total energy counter, read at the windows' synchronised edges), summed, / the job's steady-state images; "
+           "not logged without a counter (param energy_counter says why)"),
+    Metric("mfu_pct", "%", "epoch", "100 * 3 * flops_per_image * train_images_per_sec / (world_size * peak_tflops), "
+           "peak_tflops the GPU's rated dense peak at the precision (NaN where unknown; CPU: the measured peak)"),
+    Metric("mfu_measured_peak_pct", "%", "epoch", "the same over measured_peak_tflops, the best rate of square "
+           "matrix products in the run's dtype measured on the device"),
     Metric("num_params", "count", "run", "trainable and frozen parameters of the model"),
     Metric("flops_per_image", "FLOP", "run", "forward FLOPs for one image (torch.utils.flop_counter; MAC = 2)"),
     Metric("best_val_top1_err", "%", "run", "minimum val_top1_err over the epochs"),
@@ -66,6 +72,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("final_val_top5_err", "%", "run", "val_top5_err after the last epoch"),
     Metric("peak_mem_mib", "MiB", "run", "CUDA: max allocated by tensors; CPU: peak resident set size of the process; "
            "from the first epoch's start (start-up probes left out), the most of any rank and of any segment"),
+    Metric("peak_mem_reserved_mib", "MiB", "run", "CUDA: max reserved by torch's caching allocator (what out-of-"
+           "memory depends on), counted as peak_mem_mib is; not logged on CPU"),
+    Metric("gpu_mem_used_mib", "MiB", "run", "NVML: memory used on the rank's GPU at the end of each epoch (torch's "
+           "reserved memory, the CUDA context, DALI's and NCCL's own buffers, any other process on it), the most of "
+           "any rank, epoch and segment; not logged without NVML"),
     Metric("train_time_s", "s", "run", "epoch_time_s + eval_time_s summed over every epoch of the run, across its "
            "segments when it was stopped and resumed or restarted (an interrupted epoch counts once, as rerun)"),
     # time to accuracy (--target-top1-err), as MLPerf Training counts it: logged once, when the target is reached
@@ -74,6 +85,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("eval_time_to_target_s", "s", "run", "evaluation wall seconds up to that epoch"),
     Metric("epochs_to_target", "count", "run", "epochs trained up to and including that epoch"),
     Metric("images_to_target", "count", "run", "training images processed by all ranks up to that epoch"),
+    Metric("energy_to_target_j", "J", "run", "every rank's GPU energy over the training epochs up to that epoch "
+           "(whole epochs, evaluation excluded), where NVML has an energy counter"),
     # framework comparison (train/frameworks)
     Metric("fit_time_s", "s", "run", "wall seconds of the training epochs alone, evaluation excluded"),
     Metric("infer_images_per_sec", "images/s", "run", "forward passes: steady-state images / wall seconds"),
@@ -137,9 +150,15 @@ PARAMS: tuple[Param, ...] = (
     Param("warmup_steps", "steps per epoch excluded from images/s"),
     Param("window_steps", "steps per timing window"),
     Param("breakdown_every", "the step-time breakdown samples the 1st and every n-th steady-state step"),
-    Param("peak_tflops", "one device's peak TFLOP/s at the run's precision, the denominator of mfu_pct"),
-    Param("peak_tflops_source", "given (--peak-tflops), measured or cached, and how it was measured"),
-    Param("system_metrics", "MLflow system metrics recorded (system/<host>/...), one process per node"),
+    Param("peak_tflops", "one device's rated dense peak TFLOP/s at the run's precision, the denominator of mfu_pct; "
+                         "\"n/a: rated peak unknown for NAME\" for a GPU the table does not know"),
+    Param("peak_tflops_source", "the datasheet it is rated in, given (--peak-tflops), or on CPU the measured peak"),
+    Param("measured_peak_tflops", "one device's best measured TFLOP/s of matrix products, the denominator of "
+                                  "mfu_measured_peak_pct"),
+    Param("measured_peak_tflops_source", "measured or cached, and how it was measured"),
+    Param("system_metrics", "MLflow system metrics recorded (system/<host>/...), one process per node; GPU metrics "
+                            "of the node's ranks' GPUs only, as gpu_<NVML index>_..."),
+    Param("energy_counter", "where energy_per_image_j comes from (NVML's energy counter), or \"n/a: \" and why"),
     Param("device", "device type the run trained on"),
     Param("device_name", "GPU model, or CPU model"),
     Param("num_threads", "torch CPU threads (framework comparison runs: that framework's threads, in words)"),

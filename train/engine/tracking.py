@@ -14,12 +14,14 @@ import os
 import socket
 import time
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import quote, urlsplit
 
 from train.engine import outbox
+from train.engine.gpus import run_nvml_indices
 from train.engine.schema import EPOCH_METRICS, PARAM_NAMES, WINDOW_METRICS, is_declared_run_metric
 from train.errors import UsageError
 
@@ -308,20 +310,59 @@ RUN_ID_CHARS = 64  # MLflow's run ids are 32 hex digits; room to spare
 def record_system_metrics(dist, run_id: str | None, uri: str, on: bool, resumed: bool):
     """MLflow's own system-metrics monitor (CPU, memory, disk, network; with nvidia-ml-py GPU utilisation, memory
     and power) in one process per node, local rank 0, as ``system/<host name>/...``, every
-    $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default 10). Stopped before the run is closed."""
+    $MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds (MLflow's default 10). Stopped before the run is closed.
+    GPU metrics are the node's ranks' GPUs only, as ``gpu_<i>_...`` with i the GPU's NVML (nvidia-smi) index."""
     if on and dist.ctx.world_size > 1:
         run_id = _shared_run_id(dist, run_id)
+    node_gpus = _node_cuda_indices(dist) if on else []
     if not (on and dist.ctx.local_rank == 0):
         yield
         return
     from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
     monitor = SystemMetricsMonitor(run_id, node_id=socket.gethostname(), tracking_uri=uri, resume_logging=resumed)
+    _watch_only(monitor, run_nvml_indices(node_gpus))
     monitor.start()
     try:
         yield
     finally:
         monitor.finish()
+
+
+def _node_cuda_indices(dist) -> list[int]:
+    """The CUDA indices of the GPUs of this node's ranks (a collective: every rank takes part)."""
+    from train.engine.distributed import gather_per_rank
+
+    host, device = zlib.crc32(socket.gethostname().encode()), dist.ctx.device
+    rows = gather_per_rank(dist, [host, (device.index or 0) if device.type == "cuda" else -1])
+    return sorted({int(index) for node, index in rows if node == host and index >= 0})
+
+
+def _watch_only(monitor, nvml_indices: list[int]) -> None:
+    """MLflow's GPU monitor watches every GPU of the node, numbered 0..n-1 in NVML's order: have it watch the run's
+    GPUs alone, under their NVML numbers (none on a node without NVML or without the run's GPUs)."""
+    from mlflow.system_metrics.metrics import gpu_monitor
+
+    class RunGpus(gpu_monitor.GPUMonitor):
+        def __init__(self):
+            super().__init__()
+            self.gpu_handles = [gpu_monitor.pynvml.nvmlDeviceGetHandleByIndex(i) for i in nvml_indices]
+
+        def aggregate_metrics(self):
+            return _gpu_metrics_renumbered(super().aggregate_metrics(), nvml_indices)
+
+    monitor.monitors = [m for m in monitor.monitors if not isinstance(m, gpu_monitor.GPUMonitor)]
+    if nvml_indices:
+        monitor.monitors.append(RunGpus())
+
+
+def _gpu_metrics_renumbered(metrics: dict, nvml_indices: list[int]) -> dict:
+    """``gpu_<k>_<what>`` of the k-th watched GPU as ``gpu_<its NVML index>_<what>``."""
+    renamed = {}
+    for name, value in metrics.items():
+        prefix, k, what = name.split("_", 2)
+        renamed[f"{prefix}_{nvml_indices[int(k)]}_{what}"] = value
+    return renamed
 
 
 def _shared_run_id(dist, run_id: str | None) -> str:
