@@ -3,8 +3,8 @@
 The comparison is benchmarks/overhead.py's: the same model, initial weights, on-device synthetic batches,
 threads, precision, memory format, compilation and SGD kernels; alternating engine/bare runs; the median of
 the paired ratios (target >= 0.97). This front end picks the fast path for the device and adds MFU,
-3 x forward FLOPs per image x images/s over the device's peak at the precision in use (train/engine/mfu.py: measured
-once by matrix products and cached, or --peak-tflops), and the step-time breakdown of the last engine run.
+3 x forward FLOPs per image x images/s over the device's peak at the precision in use (train/engine/mfu.py: a GPU's
+rated dense peak, a CPU's measured one, or --peak-tflops), and the step-time breakdown of the last engine run.
 
 Defaults: with CUDA, ResNet-50 at 224x224, batch 256, bf16, channels-last, fused SGD, eager (add --compile);
 without, resnet-20 at 32x32, batch 64, fp32 (ResNet-50 on a CPU takes seconds per step). Prints figures;
@@ -25,7 +25,7 @@ from overhead import Pairs, benchmark_parser, paired_runs, print_pairs, setting_
 from train.engine.breakdown import PARTS
 from train.engine.builders import AMP_DTYPES
 from train.engine.distributed import pick_device
-from train.engine.mfu import Peak, find_peak, mfu_pct
+from train.engine.mfu import Peak, find_peaks, mfu_pct
 
 FAST_PATH = {  # per device type: what benchmark_parser defaults to
     "cuda": {"arch": "resnet50", "image_size": 224, "batch_size": 256, "precision": "bf16", "channels_last": True},
@@ -60,8 +60,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)  # before the peak: on CPU it depends on the threads
     device = pick_device(args.device)
-    peak = find_peak(device, AMP_DTYPES[args.precision] or torch.float32, args.peak_tflops, None)
-    args.peak_tflops = peak.tflops  # the engine's mfu_pct divides by the same figure
+    # the engine's mfu_pct is over the same rated peak (the measured one on CPU), looked up again from the same facts
+    peak = find_peaks(device, AMP_DTYPES[args.precision] or torch.float32, args.peak_tflops, None).rated
     pairs = paired_runs(args, device)
     print(f"\n{setting_line(args, device)}")
     print_pairs(pairs, target=0.97)
