@@ -6,15 +6,19 @@ the same paths against uninterrupted runs on every launcher.
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
 
 from launchers import single
+from tests.studies.test_suite import cnnbench
 from tests.workspace import Workspace
 from train.engine import loop
 from train.engine.checkpoint import find_checkpoint, load_checkpoint
 from train.engine.mfu import Peak, Peaks
+from train.engine.tracking import MlflowTracker
+from train.errors import UsageError
 
 TINY = ["--dataset", "synthetic", "--image-size", "32", "--num-classes", "10", "--synthetic-train-size", "64",
         "--synthetic-val-size", "32", "--batch-size", "16", "--warmup-steps", "0", "--threads", "1"]
@@ -90,3 +94,52 @@ def test_peak_memory_leaves_out_what_start_up_probes_allocated(ws, monkeypatch):
     (run,) = ws.runs()
     # the tiny run itself needs a few MiB more than the process held before; the probe's 512 MiB are not its
     assert run.data.metrics["peak_mem_mib"] < before + 256
+
+
+def test_a_job_killed_between_its_target_epochs_checkpoint_and_the_target_tag_gets_the_tag_when_resumed(
+        ws, monkeypatch):
+    def killed_at_the_target_tag(self, tags):
+        if loop.TARGET_TAG in tags:
+            raise KeyboardInterrupt  # SIGINT just after the checkpoint of the epoch that reached the target
+        real_set_tags(self, tags)
+
+    real_set_tags = MlflowTracker.set_tags
+    monkeypatch.setattr(MlflowTracker, "set_tags", killed_at_the_target_tag)
+    with pytest.raises(KeyboardInterrupt):
+        train(ws, "--epochs", "2", "--target-top1-err", "100")  # any error is <= 100 %: reached at epoch 1
+    (run,) = ws.runs()
+    assert run.info.status == "KILLED" and loop.TARGET_TAG not in run.data.tags
+    monkeypatch.setattr(MlflowTracker, "set_tags", real_set_tags)
+    resume(ws, "--target-top1-err", "100")
+    (run,) = ws.runs()
+    assert run.data.tags[loop.TARGET_TAG].startswith("reached at epoch 1 after ")
+    assert run.data.metrics["epochs_to_target"] == 1
+
+
+def test_a_target_first_given_at_resume_is_held_against_the_epochs_before_it(ws):
+    train(ws, "--epochs", "3", "--stop-after", "2")
+    resume(ws, "--target-top1-err", "100")  # any error is <= 100 %: epoch 1, of the first segment, reached it
+    (run,) = ws.runs()
+    m = run.data.metrics
+    assert (m["epochs_to_target"], m["images_to_target"]) == (1, 64)
+    assert m["train_time_to_target_s"] == logged(ws, "epoch_time_s")[0][1]
+    assert m["time_to_target_s"] > m["train_time_to_target_s"] + logged(ws, "eval_time_s")[0][1]
+    assert run.data.tags[loop.TARGET_TAG].startswith("reached at epoch 1 after ")
+
+
+def test_every_window_of_a_run_resumed_with_other_window_steps_keeps_its_own_step(ws, capsys):
+    train(ws, "--epochs", "2", "--stop-after", "1", "--window-steps", "1")  # 4 steps: 4 windows
+    resume(ws, "--window-steps", "2")  # 2 windows
+    windows = logged(ws, "train_images_per_sec_window")
+    assert [step for step, _ in windows] == [1, 2, 3, 4, 5, 6]
+    (run,) = ws.runs()
+    assert run.data.metrics["train_images_per_sec"] == statistics.median(rate for _, rate in windows)
+    code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
+                            "--metric", "images/s", "--tracking-uri", ws.uri)
+    assert code == 0 and "(1 run, 6 windows)" in out  # compare reads every one of them
+
+
+def test_resuming_with_stop_at_target_past_the_target_is_refused_in_one_line(ws):
+    train(ws, "--epochs", "3", "--stop-after", "1")
+    with pytest.raises(UsageError, match=r"^epoch 1 of the checkpoint already reached --target-top1-err 100: "):
+        resume(ws, "--target-top1-err", "100", "--stop-at-target")

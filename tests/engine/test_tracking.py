@@ -70,9 +70,10 @@ def test_null_tracker_takes_the_same_calls():
 def test_schema_has_every_name_the_foundation_promises():
     params = {"arch", "dataset", "framework", "launcher", "world_size", "batch_size", "global_batch_size", "epochs",
               "lr", "weight_decay", "precision", "channels_last", "loader", "device", "torch_version", "git_sha"}
-    epoch = {"train_loss", "train_top1_err", "val_loss", "val_top1_err", "val_top5_err", "train_images_per_sec",
+    epoch = {"train_loss", "train_top1_err", "val_loss", "val_top1_err", "val_top5_err", "epoch_images_per_sec",
              "epoch_time_s", "data_wait_frac"}
-    run = {"num_params", "flops_per_image", "best_val_top1_err", "peak_mem_mib"}
+    run = {"num_params", "flops_per_image", "train_images_per_sec", "final_val_top1_err", "best_val_top1_err",
+           "peak_mem_mib"}
     assert params <= {p.name for p in PARAMS}
     assert epoch <= {m.name for m in METRICS if m.step == "epoch"}
     assert run <= {m.name for m in METRICS if m.step == "run"}

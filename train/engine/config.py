@@ -250,8 +250,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("time to accuracy (MLPerf-style)")
     g.add_argument("--target-top1-err", type=nonneg_float, metavar="PCT",
                    help="the first epoch whose top-1 validation error is at or below PCT logs time_to_target_s "
-                        "(training seconds, evaluation apart in eval_time_to_target_s), epochs_to_target and "
-                        "images_to_target; the tag cnnbench.target says whether and when it was reached")
+                        "(wall seconds from run start to the end of that evaluation, as MLPerf counts them; "
+                        "training alone in train_time_to_target_s), epochs_to_target and images_to_target; the tag "
+                        "cnnbench.target says whether and when it was reached")
     g.add_argument("--stop-at-target", action="store_true",
                    help="end the run FINISHED at the epoch that reaches --target-top1-err")
 

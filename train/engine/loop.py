@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -55,6 +55,7 @@ from train.engine.gpus import EnergyCounter, device_used_mib, energy_counter
 from train.engine.measure import (
     EpochTimer,
     EpochTiming,
+    RunClock,
     Window,
     format_pct,
     full_batch_steps,
@@ -63,11 +64,12 @@ from train.engine.measure import (
     peak_memory_mib,
     peak_memory_reserved_mib,
     reset_peak_memory,
+    run_images_per_sec,
     steady_rates,
     window_series,
 )
 from train.engine.mfu import Peaks, job_peaks, mfu_pct, peak_params
-from train.engine.schema import PARAM_NAMES
+from train.engine.schema import PARAM_NAMES, TRAIN_IMAGES_PER_SEC, VAL_ERROR
 from train.engine.signals import raise_if_terminated
 from train.engine.tracking import make_tracker, record_system_metrics, system_metrics_on, tracking_uri
 from train.errors import RankError, RunFault, UsageError
@@ -97,6 +99,12 @@ class TrainState:
     # a checkpoint written before energy was counted (a new run starts at 0)
     energy_j: float = math.nan
     target: dict | None = None  # the time-to-target metrics, from the epoch that reached --target-top1-err
+    run_seconds: float = 0.0  # the run clock (time_to_target_s) at the end of the last epoch's evaluation
+    startup_seconds: float = 0.0  # each segment's start-up, before its run start, summed
+    window_rates: list = field(default_factory=list)  # every steady-state window of the run, images/s
+    # per epoch: its val_top1_err and the time-to-target figures it would give as the first to reach a target, so a
+    # target given at --resume is held against the epochs before it too
+    epochs: list = field(default_factory=list)
 
 
 @dataclass
@@ -130,6 +138,7 @@ class RunSummary:
 def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | None = None) -> RunSummary:
     """Train ``cfg`` on the process set of ``dist``; ``checkpoint`` is a loaded payload to resume; ``run_id``
     reopens that MLflow run from epoch 1 (a torchrun job restarted before its first checkpoint)."""
+    started = time.perf_counter()
     ctx = dist.ctx
     uri = tracking_uri(cfg.tracking_uri)
     saved = _saved_state(checkpoint) if checkpoint else None
@@ -144,6 +153,8 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     peaks = job_peaks(dist, AMP_DTYPES[cfg.precision] or torch.float32, cfg.peak_tflops, cfg.peak_cache,
                       cfg.remeasure_peak)
     torch.manual_seed(cfg.data.seed)
+    # run start, as MLPerf Training sets it: before the data set is touched; the start-up before it is counted apart
+    clock = RunClock(saved.run_seconds if saved else 0.0)
     loaders = build_loaders(cfg.data, ctx)
     spec = loaders.spec
     model, arch_resolved = build_model(cfg, spec)
@@ -152,6 +163,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     _check_before_work(dist, lambda: _short_of_disk(cfg.checkpoint_dir, model) if ctx.is_main else None)
     _check_before_work(dist, lambda: _nondeterministic_op(model, cfg, spec, ctx.device) if ctx.is_main else None)
     training = _prepare(cfg, dist, model, checkpoint, saved or TrainState(energy_j=0.0))
+    training.state.startup_seconds += clock.started - started
 
     run_name = cfg.run_name or _default_run_name(cfg, ctx, spec)
     system_metrics = system_metrics_on(cfg.system_metrics, ctx.world_size)
@@ -180,8 +192,8 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
         epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peaks=peaks,
                                 flops=complexity["flops_per_image"], energy=energy)
         reset_peak_memory(ctx.device)  # start-up probes (batch search, peak FLOP/s) are no part of the run
-        metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir)
-        run_metrics = _run_metrics(metrics, state)
+        metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir, clock)
+        run_metrics = _run_metrics(metrics, state, ctx.world_size)
         tracker.log_metrics(run_metrics, step=0)
         if cfg.target_top1_err is not None and state.target is None:  # reached: tagged at that epoch
             tracker.set_tags({TARGET_TAG: _target_sentence(cfg, state)})
@@ -205,6 +217,10 @@ def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None, 
     if state.epoch >= cfg.epochs:
         raise UsageError(f"the checkpoint is at epoch {state.epoch} of {cfg.epochs}: nothing left to train "
                          f"(give a larger --epochs to train further)")
+    reached = _first_reaching(cfg.target_top1_err, state.epochs)
+    if cfg.stop_at_target and reached:
+        raise UsageError(f"epoch {reached['epochs_to_target']} of the checkpoint already reached --target-top1-err "
+                         f"{cfg.target_top1_err:g}: nothing left to train with --stop-at-target")
     scheduler = build_scheduler(optimizer, cfg, ctx.world_size, epochs_done=state.epoch)
     dist.broadcast_state(model, optimizer)
 
@@ -217,16 +233,19 @@ def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None, 
 
 
 def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], EpochResult], tracker, save,
-                  end, ckpt_dir: Path) -> tuple[dict, Path | None]:
+                  end, ckpt_dir: Path, clock: RunClock) -> tuple[dict, Path | None]:
     """The remaining epochs of the schedule; every epoch checkpointed, then logged. Stops early at --stop-after,
     or at the target with --stop-at-target."""
     state, metrics, last_ckpt = t.state, {}, None
+    if _target_of_earlier_segments(cfg, state):  # a job killed before its tag, or a target new at --resume
+        tracker.log_metrics(state.target, step=0)
+        tracker.set_tags({TARGET_TAG: _target_sentence(cfg, state)})
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         result = epoch_figures(epoch)
         metrics = result.metrics
-        _count(state, epoch, result)
-        reached = _reaches_target(cfg, state, metrics["val_top1_err"], epoch)
-        series = window_series(epoch, result.window_rates)
+        series = window_series(len(state.window_rates), result.window_rates)
+        _count(state, epoch, result, clock.seconds())
+        reached = _reaches_target(cfg, state)
         # checkpoint first: a job killed in between re-logs this epoch from the checkpoint when it resumes,
         # while metrics logged first would be logged twice by the epoch's rerun
         last_ckpt = save(epoch, _payload(cfg, t, metrics, series))
@@ -261,13 +280,14 @@ def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peaks: Peak
     val = evaluate(t.eval_model, loaders.val, t.step.autocast, dist, loaders.spec)
     t.scheduler.step()
     _note_memory(dist, t.state)
-    rate, world = result.metrics["train_images_per_sec"], dist.ctx.world_size
+    rate, world = result.metrics["epoch_images_per_sec"], dist.ctx.world_size
     result.metrics.update(val, lr=lr, mfu_pct=mfu_pct(flops, rate, peaks.rated.tflops, world),
                           mfu_measured_peak_pct=mfu_pct(flops, rate, peaks.measured.tflops, world))
     return result
 
 
-def _count(state: TrainState, epoch: int, result: EpochResult) -> None:
+def _count(state: TrainState, epoch: int, result: EpochResult, run_seconds: float) -> None:
+    """Add an epoch to the run's figures; ``run_seconds``: the run clock at the end of its evaluation."""
     m = result.metrics
     state.epoch = epoch
     state.best_val_top1_err = min(state.best_val_top1_err, m["val_top1_err"])
@@ -275,23 +295,41 @@ def _count(state: TrainState, epoch: int, result: EpochResult) -> None:
     state.eval_seconds += m["eval_time_s"]
     state.images += result.images
     state.energy_j += result.energy_j
+    state.run_seconds = run_seconds
+    state.window_rates += result.window_rates
+    state.epochs.append({"val_top1_err": m["val_top1_err"], "time_to_target_s": run_seconds,
+                         "train_time_to_target_s": state.train_seconds, "eval_time_to_target_s": state.eval_seconds,
+                         "epochs_to_target": epoch, "images_to_target": state.images,
+                         **_known(energy_to_target_j=state.energy_j)})
 
 
-def _reaches_target(cfg: TrainConfig, state: TrainState, val_top1_err: float, epoch: int) -> bool:
+def _first_reaching(target: float | None, epochs: list[dict]) -> dict | None:
+    """The time-to-target figures of the first of ``epochs`` at or below ``target``; None where none is."""
+    first = next((e for e in epochs if target is not None and e["val_top1_err"] <= target), None)
+    return None if first is None else {k: v for k, v in first.items() if k != "val_top1_err"}
+
+
+def _reaches_target(cfg: TrainConfig, state: TrainState) -> bool:
     """True at the first epoch whose error is at or below --target-top1-err; its figures go to ``state.target``."""
-    if cfg.target_top1_err is None or state.target is not None or val_top1_err > cfg.target_top1_err:
+    if state.target is not None:
         return False
-    state.target = {"time_to_target_s": state.train_seconds, "eval_time_to_target_s": state.eval_seconds,
-                    "epochs_to_target": epoch, "images_to_target": state.images,
-                    **_known(energy_to_target_j=state.energy_j)}
-    return True
+    state.target = _first_reaching(cfg.target_top1_err, state.epochs)
+    return state.target is not None
+
+
+def _target_of_earlier_segments(cfg: TrainConfig, state: TrainState) -> bool:
+    """Whether the epochs of the run's earlier segments reached the target this segment trains towards (set in
+    ``state.target``). A checkpoint written before the epochs were recorded keeps the target it holds."""
+    if state.epochs:
+        state.target = _first_reaching(cfg.target_top1_err, state.epochs)
+    return cfg.target_top1_err is not None and state.target is not None
 
 
 def _target_sentence(cfg: TrainConfig, state: TrainState) -> str:
     target = f"{cfg.target_top1_err:g} %"
     if state.target is not None:
         return (f"reached at epoch {state.target['epochs_to_target']} after "
-                f"{state.target['time_to_target_s']:.1f} s of training: top-1 error <= {target}")
+                f"{state.target['time_to_target_s']:.1f} s from run start: top-1 error <= {target}")
     return f"not reached in {state.epoch} epochs: best top-1 error {state.best_val_top1_err:.2f} % > {target}"
 
 
@@ -413,8 +451,8 @@ def _reduce(dist, sums: torch.Tensor, seen: int) -> tuple[list[float], int]:
 
 
 def _job_throughput(timing: EpochTiming, skipped: torch.Tensor, dist) -> tuple[dict, list[float]]:
-    """The job's figures from every rank's timing, in one gather: images/s = all ranks' steady-state images / the
-    slowest rank's steady-state seconds; median and spread over the job's windows; the epoch's time, the slowest
+    """The job's figures from every rank's timing, in one gather: the epoch's images/s = all ranks' steady-state
+    images / the slowest rank's steady-state seconds; the spread over the job's windows; the epoch's time, the slowest
     rank's; the steps fp16's scaler skipped, which every rank skips alike (the most any rank skipped, not their
     sum)."""
     ranks = gather_per_rank(dist, [timing.images, timing.seconds, timing.data_wait, skipped, timing.epoch_seconds,
@@ -425,14 +463,10 @@ def _job_throughput(timing: EpochTiming, skipped: torch.Tensor, dist) -> tuple[d
     windows = job_windows([[Window(int(img), sec, w.full) for img, sec, w in zip(r[5::2], r[6::2], timing.windows)]
                            for r in ranks])
     rates = steady_rates(windows)
-    median, spread = median_and_spread(rates)
-    rate = images / seconds if seconds > 0 else math.nan
     busy = sum(r[1] for r in ranks)
     return {
-        "train_images_per_sec": rate,
-        "train_images_per_sec_per_worker": rate / dist.ctx.world_size,
-        "train_images_per_sec_median": median,
-        "train_images_per_sec_spread": spread,
+        "epoch_images_per_sec": images / seconds if seconds > 0 else math.nan,
+        "epoch_images_per_sec_spread": median_and_spread(rates)[1],
         "epoch_time_s": epoch_seconds,
         "data_wait_frac": wait / busy if busy > 0 else math.nan,
         "amp_skipped_steps": skips,
@@ -467,15 +501,19 @@ def _known(**figures: float) -> dict:
     return {name: value for name, value in figures.items() if not math.isnan(value)}
 
 
-def _run_metrics(last: dict, state: TrainState) -> dict:
+def _run_metrics(last: dict, state: TrainState, world_size: int) -> dict:
     """The run's figures: over all its epochs, across the segments of a stopped and resumed or restarted run."""
+    rate = run_images_per_sec(state.window_rates)
     return {
+        TRAIN_IMAGES_PER_SEC: rate,
+        "train_images_per_sec_per_worker": rate / world_size,
+        VAL_ERROR: last["val_top1_err"],
         "best_val_top1_err": state.best_val_top1_err,
-        "final_val_top1_err": last["val_top1_err"],
         "final_val_top5_err": last["val_top5_err"],
         "peak_mem_mib": state.peak_mem_mib,
         **_known(peak_mem_reserved_mib=state.peak_mem_reserved_mib, gpu_mem_used_mib=state.gpu_mem_used_mib),
         "train_time_s": state.train_seconds + state.eval_seconds,
+        "startup_time_s": state.startup_seconds,
         **(state.target or {}),
     }
 
@@ -549,7 +587,7 @@ def _log_epoch(epoch: int, epochs: int, m: dict) -> None:
     log.info("epoch %d/%d  train loss %.4f err %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "
              "%.1f img/s (window spread %s)  data wait %s  %.1f s",
              epoch, epochs, m["train_loss"], m["train_top1_err"], m["val_loss"], m["val_top1_err"],
-             m["val_top5_err"], m["train_images_per_sec"], format_pct(m["train_images_per_sec_spread"]),
+             m["val_top5_err"], m["epoch_images_per_sec"], format_pct(m["epoch_images_per_sec_spread"]),
              format_pct(100 * m["data_wait_frac"]), m["epoch_time_s"])
 
 

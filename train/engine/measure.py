@@ -55,12 +55,32 @@ def median_and_spread(rates: Sequence[float]) -> tuple[float, float]:
     return median, (100 * (max(rates) - min(rates)) / median if len(rates) > 1 else math.nan)
 
 
-def window_series(epoch: int, rates: Sequence[float]) -> dict[str, list[tuple[int, float]]]:
+def window_series(windows_before: int, rates: Sequence[float]) -> dict[str, list[tuple[int, float]]]:
     """An epoch's steady-state window rates as the step-"window" metric ``train_images_per_sec_window``, with
-    step = the global window index, (epoch - 1) * windows per epoch + k: every epoch of a run has as many windows
-    (as many steps), so a later comparison (``cnnbench compare``) can resample a run's windows."""
-    first = (epoch - 1) * len(rates)
-    return {"train_images_per_sec_window": [(first + k, rate) for k, rate in enumerate(rates, 1)]}
+    step = the window's place in the run, after the ``windows_before`` windows of its earlier epochs and segments:
+    unique however many windows an epoch had (a run resumed with other --window-steps or --warmup-steps), so a
+    later comparison (``cnnbench compare``) reads every window of the run."""
+    return {"train_images_per_sec_window": [(windows_before + k, rate) for k, rate in enumerate(rates, 1)]}
+
+
+def run_images_per_sec(window_rates: Sequence[float]) -> float:
+    """A run's training images/s (``train_images_per_sec`` in the schema): the median of every steady-state window
+    of the run, the figure ``cnnbench compare`` estimates for one run from the same windows."""
+    return median_and_spread(window_rates)[0]
+
+
+class RunClock:
+    """MLPerf Training's clock over one segment of a run: started at run start, never paused (evaluation,
+    checkpoints and logging between epochs count); ``seconds`` adds what the run's earlier segments counted."""
+
+    now = staticmethod(time.perf_counter)
+
+    def __init__(self, earlier_segments: float = 0.0):
+        self.earlier_segments = earlier_segments
+        self.started = self.now()
+
+    def seconds(self) -> float:
+        return self.earlier_segments + self.now() - self.started
 
 
 def job_windows(per_rank: Sequence[Sequence[Window]]) -> list[Window]:

@@ -2,16 +2,19 @@
 
 One table, read by the MLflow tracker (which refuses undeclared names), the summary printout and,
 later, reports and other frameworks' engines. Errors are in percent; step "epoch" metrics are logged
-with step = epoch number (1-based); step "window" metrics with step = the global index of a steady-state timing
-window, (epoch - 1) * windows per epoch + k for the epoch's k-th window (k = 1, 2, ...), so a later comparison can
-resample them; step "run" metrics once per run (again at the end of each later segment of a stopped and resumed
-run, then describing the whole run); step "batch_size" metrics once per run
-for each batch size B measured, as run metrics named ``<name>_bs<B>`` (``at_batch_size``): a run's metrics then
-hold every batch size, for reports and for the MLflow runs table alike.
+with step = epoch number (1-based); step "window" metrics with step = the place of a steady-state timing window in
+the run (1, 2, ... over every epoch and segment), so a later comparison can resample them; step "run" metrics once
+per run (again at the end of each later segment of a stopped and resumed run, then describing the whole run); step
+"batch_size" metrics once per run for each batch size B measured, as run metrics named ``<name>_bs<B>``
+(``at_batch_size``): a run's metrics then hold every batch size, for reports and for the MLflow runs table alike.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+# The one training images/s and the one val error of a run: the summary, MLflow, every report and compare show these
+TRAIN_IMAGES_PER_SEC = "train_images_per_sec"
+VAL_ERROR = "final_val_top1_err"
 
 
 @dataclass(frozen=True)
@@ -34,13 +37,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("val_loss", "nats", "epoch", "cross-entropy summed over the whole validation set, / images"),
     Metric("val_top1_err", "%", "epoch", "100 * (1 - top-1 correct / images), whole validation set"),
     Metric("val_top5_err", "%", "epoch", "100 * (1 - top-5 correct / images), whole validation set"),
-    Metric("train_images_per_sec", "images/s", "epoch", "steady-state images / wall seconds, warm-up excluded"),
-    Metric("train_images_per_sec_per_worker", "images/s", "epoch", "train_images_per_sec / world_size"),
-    Metric("train_images_per_sec_median", "images/s", "epoch", "median of the job's timing windows' images/s (a "
-           "window: all ranks' images of it / the slowest rank's seconds for it)"),
-    Metric("train_images_per_sec_spread", "%", "epoch", "100 * (max - min) / median over the job's timing windows"),
+    Metric("epoch_images_per_sec", "images/s", "epoch", "the epoch's steady-state images (all ranks) / the slowest "
+           "rank's steady-state wall seconds, warm-up excluded (the run's figure is train_images_per_sec)"),
+    Metric("epoch_images_per_sec_spread", "%", "epoch", "100 * (max - min) / median over the epoch's timing windows"),
     Metric("train_images_per_sec_window", "images/s", "window", "one full steady-state timing window of the job: "
-           "all ranks' images of it / the slowest rank's seconds for it"),
+           "all ranks' images of it / the slowest rank's seconds for it, between device synchronisations"),
     Metric("epoch_time_s", "s", "epoch", "wall seconds of the training epoch, warm-up and a short last batch "
            "included"),
     Metric("eval_time_s", "s", "epoch", "wall seconds of the validation pass"),
@@ -61,14 +62,19 @@ METRICS: tuple[Metric, ...] = (
     Metric("energy_per_image_j", "J", "epoch", "every rank's GPU energy over its steady-state timing windows (NVML's "
            "total energy counter, read at the windows' synchronised edges), summed, / the job's steady-state images; "
            "not logged without a counter (param energy_counter says why)"),
-    Metric("mfu_pct", "%", "epoch", "100 * 3 * flops_per_image * train_images_per_sec / (world_size * peak_tflops), "
+    Metric("mfu_pct", "%", "epoch", "100 * 3 * flops_per_image * epoch_images_per_sec / (world_size * peak_tflops), "
            "peak_tflops the GPU's rated dense peak at the precision (NaN where unknown; CPU: the measured peak)"),
     Metric("mfu_measured_peak_pct", "%", "epoch", "the same over measured_peak_tflops, the best rate of square "
            "matrix products in the run's dtype measured on the device"),
     Metric("num_params", "count", "run", "trainable and frozen parameters of the model"),
     Metric("flops_per_image", "FLOP", "run", "forward FLOPs for one image (torch.utils.flop_counter; MAC = 2)"),
-    Metric("best_val_top1_err", "%", "run", "minimum val_top1_err over the epochs"),
-    Metric("final_val_top1_err", "%", "run", "val_top1_err after the last epoch"),
+    # the run's headline figures (TRAIN_IMAGES_PER_SEC, VAL_ERROR): what the summary, every report and compare show
+    Metric(TRAIN_IMAGES_PER_SEC, "images/s", "run", "training images/s of the run: the median of every "
+           "train_images_per_sec_window of the run (every epoch, every segment of a resumed run)"),
+    Metric("train_images_per_sec_per_worker", "images/s", "run", "train_images_per_sec / world_size"),
+    Metric(VAL_ERROR, "%", "run", "val error of the run: val_top1_err after the last epoch"),
+    Metric("best_val_top1_err", "%", "run", "best epoch's val error: the minimum val_top1_err over the epochs, chosen "
+           "on the validation set itself (optimistic; pytorch-classification's \"Best acc\")"),
     Metric("final_val_top5_err", "%", "run", "val_top5_err after the last epoch"),
     Metric("peak_mem_mib", "MiB", "run", "CUDA: max allocated by tensors; CPU: peak resident set size of the process; "
            "from the first epoch's start (start-up probes left out), the most of any rank and of any segment"),
@@ -79,10 +85,16 @@ METRICS: tuple[Metric, ...] = (
            "any rank, epoch and segment; not logged without NVML"),
     Metric("train_time_s", "s", "run", "epoch_time_s + eval_time_s summed over every epoch of the run, across its "
            "segments when it was stopped and resumed or restarted (an interrupted epoch counts once, as rerun)"),
-    # time to accuracy (--target-top1-err), as MLPerf Training counts it: logged once, when the target is reached
-    Metric("time_to_target_s", "s", "run", "training wall seconds from the first step to the end of the first "
-           "epoch whose val_top1_err <= target_top1_err, evaluation excluded"),
-    Metric("eval_time_to_target_s", "s", "run", "evaluation wall seconds up to that epoch"),
+    Metric("startup_time_s", "s", "run", "wall seconds from the engine's start to run start (tracking store, "
+           "batch-size search, peak FLOP/s), summed over the run's segments; never in time_to_target_s"),
+    # time to accuracy (--target-top1-err): logged once, when the target is reached
+    Metric("time_to_target_s", "s", "run", "as MLPerf Training counts it: wall seconds on a clock never paused from "
+           "run start (before the data set is touched) to the end of the evaluation of the first epoch whose "
+           "val_top1_err <= target_top1_err, evaluation, checkpoints and logging included; over every segment of "
+           "a resumed run, each from its own run start (its start-up apart, in startup_time_s)"),
+    Metric("train_time_to_target_s", "s", "run", "training alone: epoch_time_s summed up to and including that "
+           "epoch, evaluation excluded"),
+    Metric("eval_time_to_target_s", "s", "run", "evaluation alone: eval_time_s summed likewise"),
     Metric("epochs_to_target", "count", "run", "epochs trained up to and including that epoch"),
     Metric("images_to_target", "count", "run", "training images processed by all ranks up to that epoch"),
     Metric("energy_to_target_j", "J", "run", "every rank's GPU energy over the training epochs up to that epoch "

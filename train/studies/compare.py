@@ -6,8 +6,9 @@
 Each side is a set of FINISHED training runs: run ids, or an MLflow filter string over the runs of
 --experiment (report and comparison runs left out). Per metric it prints each side's median with its 95 %
 bootstrap interval, the ratio B / A with its interval, and a verdict where that interval excludes 1.
-images/s is resampled from each run's timing windows (train_images_per_sec_window), the other metrics from
-one value per run: the runs are drawn with replacement, then each drawn run's windows (train/studies/stats.py
+images/s is resampled from each run's timing windows (train_images_per_sec_window; the median of one run's windows
+is its train_images_per_sec), val-error is each run's final_val_top1_err, and the other metrics come from one value
+per run: the runs are drawn with replacement, then each drawn run's windows (train/studies/stats.py
 says exactly how). The table is also logged as the artifacts (compare.md, compare.json) of a run tagged
 cnnbench.report = compare in A's experiment, which reports leave out.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from train.engine.config import DEFAULTS, OneLineErrorParser
+from train.engine.schema import VAL_ERROR
 from train.engine.tracking import open_store, search_all_runs, tracking_uri
 from train.errors import UsageError
 from train.studies import stats
@@ -45,7 +47,7 @@ class Quantity:
 
 QUANTITIES = {
     "images/s": Quantity("train_images_per_sec_window", True, significant, "B faster", "B slower"),
-    "val-error": Quantity("final_val_top1_err", False, percent, "B worse (higher error)", "B better (lower error)"),
+    "val-error": Quantity(VAL_ERROR, False, percent, "B worse (higher error)", "B better (lower error)"),
     "time-to-target": Quantity("time_to_target_s", False, significant, "B slower to target", "B faster to target"),
 }
 SAME = "no significant difference"

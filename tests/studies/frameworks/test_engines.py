@@ -94,7 +94,7 @@ def test_a_framework_run_logs_its_timing_windows_and_compare_reads_them(store, f
     run = recorded(store, framework_run("pytorch", "vgg-cnn"))
     windows = store.history(run.info.run_id, "train_images_per_sec_window")
     assert [m.step for m in windows] == [1, 2]  # 5 steps of 20 images: 1 warm-up, then 2 windows of 2 steps
-    assert statistics.median(m.value for m in windows) == run.data.metrics["train_images_per_sec_median"]
+    assert statistics.median(m.value for m in windows) == run.data.metrics["train_images_per_sec"]
     code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
                             "--metric", "images/s", "val-error", "--tracking-uri", store.uri)
     assert code == 0 and "(1 run, 2 windows)" in out and "no significant difference" in out

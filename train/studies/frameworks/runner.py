@@ -23,7 +23,8 @@ from dataloaders.normalization import MEAN_STD
 from dataloaders.synthetic import POOL_BATCHES
 from train.engine.config import DEFAULTS
 from train.engine.environment import environment_params
-from train.engine.measure import EpochTimer, EpochTiming, steady_rates, window_series
+from train.engine.measure import EpochTimer, EpochTiming, run_images_per_sec, steady_rates, window_series
+from train.engine.schema import TRAIN_IMAGES_PER_SEC, VAL_ERROR
 from train.engine.tracking import MlflowTracker, tracking_uri
 from train.errors import UsageError
 from train.studies.frameworks.contract import Arrays, Engine, ModelInfo, TaskOptions, Unsupported
@@ -122,24 +123,27 @@ def normalised(images: torch.Tensor, mean_std) -> np.ndarray:
 
 def train(engine: Engine, task: Task, data: Arrays, opts: TaskOptions, tracker) -> dict:
     rng = np.random.default_rng(opts.seed)
-    started, fit_seconds, best = time.perf_counter(), 0.0, float("inf")
+    started, fit_seconds, best, windows = time.perf_counter(), 0.0, float("inf"), []
     for epoch in range(1, opts.epochs + 1):
         timing = timed(engine.train_step, train_batches(task, data, opts, rng), opts)
         loss, accuracy = engine.end_train_epoch()
         metrics = {"train_loss": loss, "train_top1_err": 100 * (1 - accuracy), "epoch_time_s": timing.epoch_seconds,
-                   **throughput("train", timing)}
+                   "epoch_images_per_sec": timing.images_per_sec, "epoch_images_per_sec_spread": timing.spread_pct}
         fit_seconds += timing.epoch_seconds
         if data.y_val is not None:
             metrics.update(evaluate(engine, data, opts))
             best = min(best, metrics["val_top1_err"])
-        tracker.log_metrics(metrics, step=epoch, series=window_series(epoch, steady_rates(timing.windows)))
+        rates = steady_rates(timing.windows)
+        tracker.log_metrics(metrics, step=epoch, series=window_series(len(windows), rates))
+        windows += rates
         log.info("%s %s epoch %d/%d: train loss %.4f, %.1f img/s%s", opts.framework, opts.task, epoch, opts.epochs,
-                 loss, metrics["train_images_per_sec"],
+                 loss, metrics["epoch_images_per_sec"],
                  f", val top-1 error {metrics['val_top1_err']:.2f} %" if "val_top1_err" in metrics else "")
-    run_metrics = {"train_time_s": time.perf_counter() - started, "fit_time_s": fit_seconds}
+    run_metrics = {"train_time_s": time.perf_counter() - started, "fit_time_s": fit_seconds,
+                   TRAIN_IMAGES_PER_SEC: run_images_per_sec(windows)}
     if data.y_val is not None:
-        run_metrics.update(best_val_top1_err=best, final_val_top1_err=metrics["val_top1_err"],
-                           final_val_top5_err=metrics["val_top5_err"])
+        run_metrics.update({"best_val_top1_err": best, VAL_ERROR: metrics["val_top1_err"],
+                            "final_val_top5_err": metrics["val_top5_err"]})
     tracker.log_metrics(run_metrics, step=0)
     return {**metrics, **run_metrics}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 # kind -> what it reads; its module, train/studies/reports/<kind>.py, is imported on demand (matplotlib and mlflow
 # are slow to import)
 KINDS = {
-    "cifar": "CIFAR-10/100 training runs (best_val_top1_err, num_params, time_to_target_s), beside the published "
+    "cifar": "CIFAR-10/100 training runs (final_val_top1_err and best_val_top1_err, num_params, time_to_target_s), beside the published "
              "errors of train/reference/cifar_*.csv",
     "throughput": "runs that logged train_images_per_sec: images/s by device, arch, data, batch, memory format, "
                   "precision and workers, speed-ups and scaling efficiency",

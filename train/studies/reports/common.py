@@ -19,7 +19,7 @@ def run_flags(run) -> list[str]:
     flags = []
     if run.info.status != "FINISHED":
         flags.append(f"run {run.info.status.lower()}")
-    spread = run.data.metrics.get("train_images_per_sec_spread")
+    spread = run.data.metrics.get("epoch_images_per_sec_spread")  # the last epoch's
     if spread is not None and spread == spread and spread > SPREAD_LIMIT_PCT:  # NaN: fewer than two windows
         flags.append(f"windows spread {spread:.0f} %")
     return flags

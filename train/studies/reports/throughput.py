@@ -14,7 +14,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from train.engine.schema import METRIC_BY_NAME
+from train.engine.schema import METRIC_BY_NAME, TRAIN_IMAGES_PER_SEC
 from train.errors import UsageError
 from train.studies import stats
 from train.studies.figures import significant
@@ -29,7 +29,7 @@ from train.studies.reports.common import (
     ratio_cell,
 )
 
-METRIC = "train_images_per_sec"
+METRIC = TRAIN_IMAGES_PER_SEC
 # what one worker's images/s depends on; a table row adds how many workers ran and how they were launched
 CONFIG = ("device_name", "arch", "dataset", "image_size", "channels_last", "precision", "batch_size")
 ROW = (*CONFIG, "world_size", "launcher")
@@ -71,7 +71,7 @@ def _markdown(figures: dict, baselines: dict, runs: list) -> str:
     metric = METRIC_BY_NAME[METRIC]
     parts = [
         "# Training throughput",
-        f"`{METRIC}` ({metric.unit}, all workers together): {metric.aggregation}, of the last epoch; with "
+        f"images/s: `{METRIC}` ({metric.unit}, all workers together), the {metric.aggregation}; with "
         f"repeats the median over the runs [95 % bootstrap interval, n runs]. vs NCHW fp32: images/s ÷ that of "
         f"the NCHW fp32 row with the same arch, data, batch, launcher and workers; with repeats on both sides its "
         f"95 % interval (bootstrap over runs, each side resampled on its own), marked {NOT_SIGNIFICANT} where the "

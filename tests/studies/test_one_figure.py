@@ -1,0 +1,84 @@
+"""One run, one training images/s: the summary, the MLflow metric, the throughput report and ``cnnbench compare``
+show the same number (``train.engine.schema.TRAIN_IMAGES_PER_SEC``); and one val error (``VAL_ERROR``).
+
+A real in-process run on tiny synthetic data: two epochs of four one-step timing windows each, where the last
+epoch's images / seconds, its windows' median and the median of every window of the run are three different
+numbers.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import statistics
+
+import pytest
+from mlflow import MlflowClient
+
+from launchers import single
+from tests.studies.test_compare import rows_of
+from tests.studies.test_report import table
+from tests.studies.test_suite import cnnbench
+from tests.workspace import Workspace
+from train.engine.schema import TRAIN_IMAGES_PER_SEC, VAL_ERROR
+from train.studies.figures import percent, significant
+from train.studies.report import REPORT_TAG
+from train.studies.reports.common import FLAG_MARK
+
+TINY = ["--dataset", "synthetic", "--image-size", "32", "--num-classes", "10", "--synthetic-train-size", "64",
+        "--synthetic-val-size", "32", "--batch-size", "16", "--warmup-steps", "0", "--window-steps", "1",
+        "--threads", "1", "--epochs", "2", "--no-system-metrics", "--experiment", "one"]
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory):
+    """The run, its printed summary, and its MLflow record."""
+    ws = Workspace(tmp_path_factory.mktemp("one"))
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.chdir(ws.root)
+        assert single.main([*ws.flags(), *TINY]) == 0
+    (run,) = [r for r in ws.runs("one") if REPORT_TAG not in r.data.tags]
+    return ws, printed.getvalue(), run
+
+
+def summary_row(summary: str, name: str) -> str:
+    return re.search(rf"^  {name}\s+(.*)$", summary, re.MULTILINE)[1]
+
+
+def test_summary_mlflow_report_and_compare_show_one_images_per_second(one_run, tmp_path, capsys):
+    ws, summary, run = one_run
+    logged = run.data.metrics[TRAIN_IMAGES_PER_SEC]
+    windows = [m.value for m in ws.history(run.info.run_id, "train_images_per_sec_window")]
+    assert len(windows) == 8 and logged == statistics.median(windows)  # every window of both epochs
+    assert summary_row(summary, "train images/s").startswith(f"{logged:.1f} (")
+
+    code, _, _ = cnnbench(capsys, "report", "throughput", "--experiment", "one", "--out", str(tmp_path),
+                          "--tracking-uri", ws.uri)
+    (row,) = table((tmp_path / "throughput.md").read_text(), "arch")
+    assert code == 0 and row["images/s"].removesuffix(f" {FLAG_MARK}") == significant(logged)  # noisy CPU windows
+
+    code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
+                            "--metric", "images/s", "val-error", "--tracking-uri", ws.uri)
+    assert code == 0 and rows_of(out)["images/s"]["A: median [95 % CI]"].startswith(f"{significant(logged)} [")
+    record = compare_record(ws, out)
+    assert record["metrics"]["images/s"]["a"]["estimate"] == logged  # the number itself, not only its print
+
+
+def test_one_val_error_the_final_epochs_and_the_best_named_apart(one_run, tmp_path, capsys):
+    ws, summary, run = one_run
+    final, best = run.data.metrics[VAL_ERROR], run.data.metrics["best_val_top1_err"]
+    assert final == [m.value for m in ws.history(run.info.run_id, "val_top1_err")][-1]
+    assert summary_row(summary, "val top-1 error") == f"{final:.2f} % after the last epoch (best epoch {best:.2f} %)"
+    code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
+                            "--metric", "val-error", "--tracking-uri", ws.uri)
+    assert code == 0 and compare_record(ws, out)["metrics"]["val-error"]["a"]["estimate"] == final
+    assert rows_of(out)["val-error"]["A: median [95 % CI]"].startswith(f"{percent(final)} [")
+
+
+def compare_record(ws: Workspace, out: str) -> dict:
+    """compare.json of the comparison run that ``out`` names."""
+    run_id = re.search(r"artifacts \(compare\.md, compare\.json\) of run (\w+)", out)[1]
+    path = MlflowClient(ws.uri).download_artifacts(run_id, "compare.json", str(ws.root))
+    return json.loads(open(path).read())
