@@ -113,7 +113,8 @@ def test_cifar_report_sets_measured_runs_beside_the_published_table(study, tmp_p
     assert rows["alexnet"]["measured params (M)"] == significant(alexnet.data.metrics['num_params'] / 1e6)
     assert rows["alexnet"]["CIFAR-100 measured"] == rows["vgg16"]["CIFAR-10 measured"] == "—"
     assert rows["alexnet"]["CIFAR-10 reached in"] == "—"  # trained without a target
-    assert (rows["resnet-20"]["epochs"], rows["alexnet"]["epochs"]) == ("1", "2")
+    assert rows["resnet-20"]["CIFAR-10 settings"] == "global batch 32, lr 0.1, epochs 1"
+    assert rows["alexnet"]["CIFAR-10 settings"].endswith(", epochs 2")
     assert f"`{alexnet.info.run_id}`): run killed" in (out / "cifar.md").read_text()
 
     png = out / "cifar.png"
@@ -185,7 +186,7 @@ def test_throughput_scaling_efficiency_is_against_the_median_one_worker_run(tmp_
     assert code == 0
     markdown = (tmp_path / "r" / "throughput.md").read_text()
     rows = {row["workers"]: row for row in table(markdown, "arch")}
-    assert rows["1"]["images/s"] == "110 [100–120, n=3]"  # 3 runs: the 95 % interval is their range
+    assert rows["1"]["images/s"] == "110 [87.5–138, n=3]"  # 3 runs: Student's t on their logarithms
     assert rows["2"]["scaling efficiency"] == f"{100 * 198 / (2 * 110):.1f} %"
     assert rows["2"]["images/s per worker"] == "99.0"
     assert rows["4"]["images/s"] == "500 ⚠"  # windows spread 30 % > 10 %: flagged, and said why
@@ -216,7 +217,7 @@ def test_throughput_repeats_show_intervals_and_speed_ups_not_significant_are_mar
     markdown = (tmp_path / "r" / "throughput.md").read_text()
     rows = {(row["format"], row["precision"]): row for row in table(markdown, "arch")}
     baseline = SPEED_UPS["False", "fp32"]
-    assert rows["NCHW", "fp32"]["images/s"] == "100 [98.0–102, n=3]"  # 3 runs: the interval is their range
+    assert rows["NCHW", "fp32"]["images/s"] == "100 [95.1–105, n=3]"  # 3 runs: Student's t on their logarithms
     assert rows["NCHW", "fp32"]["vs NCHW fp32"] == "(baseline)"
     for key, differs in ((("True", "fp32"), True), (("False", "bf16"), False)):
         _, _, ratio = ratio_interval([[v] for v in baseline], [[v] for v in SPEED_UPS[key]])
@@ -232,7 +233,8 @@ def log_cifar_run(client, experiment_id: str, net: str, dataset: str, best_err: 
     from mlflow.entities import Metric, Param
 
     run_id = client.create_run(experiment_id, run_name=f"{net} {dataset} {seed}").info.run_id
-    params = {"arch": net, "arch_resolved": f"cifar/{net}", "dataset": dataset, "epochs": "3", "seed": str(seed)}
+    params = {"arch": net, "arch_resolved": f"cifar/{net}", "dataset": dataset, "epochs": "3", "seed": str(seed),
+              "global_batch_size": "128", "lr_scaled": "0.1"}
     metrics = {"best_val_top1_err": best_err, "num_params": 1.7e6}
     if target is not None:
         params["target_top1_err"] = str(target)
@@ -269,9 +271,10 @@ def test_cifar_report_sets_each_published_source_in_its_own_columns_with_interva
 
     resnet = rows["resnet-164"]  # the published "resnet-110" row, trained as cnnbench's resnet-164
     assert resnet["model"] == "resnet-110"
-    assert resnet["CIFAR-10 measured"] == "6.00 [5.90–6.30, n=3]"
-    assert resnet["CIFAR-10 Δ brief"] == f"{6.00 - (100 - 91.54):+.2f}"  # 8.46 lies outside [5.90, 6.30]
-    assert resnet["CIFAR-10 Δ README"] == f"{6.00 - 6.11:+.2f} n.s."  # 6.11 lies within: not significant
+    assert resnet["CIFAR-10 measured"] == "6.00 [5.57–6.60, n=3]"
+    assert resnet["CIFAR-10 Δ brief"] == f"{6.00 - (100 - 91.54):+.2f}, better"  # 8.46 lies above [5.57, 6.60]
+    assert resnet["CIFAR-10 Δ README"] == f"{6.00 - 6.11:+.2f}, reproduced"  # 6.11 lies within
+    assert resnet["CIFAR-10 settings"] == "global batch 128, lr 0.1, epochs 3"
     assert resnet["CIFAR-10 reached in"] == "≤ 10 %: 41.0 s, 3 epochs (2 of 3)"
     assert resnet["CIFAR-100 measured"] == resnet["CIFAR-100 reached in"] == "—"
     assert "commit 24f1c45" in markdown and "the project brief's table" in markdown
