@@ -158,14 +158,14 @@ def test_throughput_report_over_real_runs_shows_their_logged_images_per_second(s
 
 
 def log_timed_run(client, experiment_id: str, world_size: int, images_per_sec: float, spread: float,
-                  channels_last: str = "True", precision: str = "bf16") -> None:
+                  channels_last: str = "True", precision: str = "bf16", **other: str) -> None:
     """A run record as the engine writes it, with throughput figures chosen by the test."""
     from mlflow.entities import Metric, Param
 
     run_id = client.create_run(experiment_id, run_name=f"w{world_size}").info.run_id
     params = {"device_name": "test GPU", "arch": "resnet50", "dataset": "synthetic", "image_size": "224",
               "batch_size": "64", "channels_last": channels_last, "precision": precision,
-              "launcher": "single" if world_size == 1 else "ddp", "world_size": str(world_size)}
+              "launcher": "single" if world_size == 1 else "ddp", "world_size": str(world_size), **other}
     metrics = {"train_images_per_sec": images_per_sec, "train_images_per_sec_spread": spread}
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()],
                      metrics=[Metric(k, v, 0, 1) for k, v in metrics.items()])
@@ -192,6 +192,57 @@ def test_throughput_scaling_efficiency_is_against_the_median_one_worker_run(tmp_
     assert rows["4"]["images/s"] == "500 ⚠"  # windows spread 30 % > 10 %: flagged, and said why
     assert rows["4"]["scaling efficiency"] == f"{100 * 500 / (4 * 110):.1f} % ⚠"
     assert "windows spread 30 %" in markdown and "## test GPU" in markdown
+
+
+def test_throughput_cells_hold_only_runs_whose_every_setting_is_equal(tmp_path, capsys):
+    """Issue 21: two eager runs at ~2,000 images/s and two compiled at ~3,000 were one cell, 2505 [2000-3020, n=4];
+    runs that differ only in their seed, checkpoint folder or measured peak TFLOP/s are repeats of one cell."""
+    from mlflow import MlflowClient
+
+    ws = Workspace(tmp_path)
+    client = MlflowClient(ws.uri)
+    experiment = client.create_experiment("folded")
+    for seed, (eager, compiled) in enumerate([(2000.0, 3000.0), (2010.0, 3020.0)]):
+        for rate, compile_ in ((eager, "False"), (compiled, "True")):
+            log_timed_run(client, experiment, 1, rate, 2.0, compile=compile_, seed=str(seed),
+                          checkpoint_dir=f"ckpt{seed}", peak_tflops=str(100 + seed))
+    log_timed_run(client, experiment, 1, 1000.0, 2.0, compile="False", sgd_impl="for-loop")
+    code, _, _ = cnnbench(capsys, "report", "throughput", "--experiment", "folded", "--out", str(tmp_path / "r"),
+                          "--tracking-uri", ws.uri)
+    assert code == 0
+    markdown = (tmp_path / "r" / "throughput.md").read_text()
+    cells = {row["other settings"]: row["images/s"] for row in table(markdown, "arch")}
+    assert cells == {"compile=False, sgd_impl=?": measured_cell([2000.0, 2010.0], spec=".0f"),
+                     "compile=True, sgd_impl=?": measured_cell([3000.0, 3020.0], spec=".0f"),
+                     "compile=False, sgd_impl=for-loop": "1000"}
+    assert "equal but seed and checkpoint_dir, peak_tflops, peak_tflops_source" in markdown.split("| arch |")[0]
+
+
+def test_a_noisy_timing_flag_leaves_a_run_out_of_timed_figures_only_and_reproduction_verdicts(tmp_path, capsys):
+    """Issue 21: errors 8.0/8.5/12.0, the 8.0 run's timing windows noisy: the error cell was 10.25 (n=2); it is
+    8.50 (n=3). And the reproduction verdict on both sides of a published figure, and with too few runs."""
+    from mlflow import MlflowClient
+
+    ws = Workspace(tmp_path)
+    client = MlflowClient(ws.uri)
+    experiment = client.create_experiment("verdicts")
+    for seed, (error, spread) in enumerate([(8.0, 30.0), (8.5, 2.0), (12.0, 2.0)]):
+        log_cifar_run(client, experiment, "resnet-20", "cifar10", error, seed, spread=spread)
+    for seed, error in enumerate([24.0, 24.3, 24.1]):  # published: 25.91 (brief), 22.78 (README)
+        log_cifar_run(client, experiment, "alexnet", "cifar10", error, seed)
+    log_cifar_run(client, experiment, "alexnet", "cifar100", 60.0, 0)
+    code, _, _ = cnnbench(capsys, "report", "cifar", "--experiment", "verdicts", "--out", str(tmp_path / "r"),
+                          "--tracking-uri", ws.uri)
+    assert code == 0
+    markdown = (tmp_path / "r" / "cifar.md").read_text()
+    rows = {row["net"]: row for row in table(markdown, "model")}
+    assert rows["resnet-20"]["CIFAR-10 measured"] == measured_cell([8.0, 8.5, 12.0])
+    assert rows["resnet-20"]["CIFAR-10 measured"].startswith("8.50 [") and "n=3]" in markdown
+    assert "windows spread 30 %" in markdown  # still listed among the flagged runs
+    alexnet = rows["alexnet"]
+    assert alexnet["CIFAR-10 Δ brief"] == f"{24.1 - 25.91:+.2f}, better"  # the interval lies below 25.91
+    assert alexnet["CIFAR-10 Δ README"] == f"{24.1 - 22.78:+.2f}, worse"  # ... and above 22.78
+    assert alexnet["CIFAR-100 Δ brief"] == f"{60.0 - 61.89:+.2f}, too few runs (1 of 2)"
 
 
 SPEED_UPS = {  # (channels_last, precision) -> images/s of its repeats
@@ -228,14 +279,15 @@ def test_throughput_repeats_show_intervals_and_speed_ups_not_significant_are_mar
 
 
 def log_cifar_run(client, experiment_id: str, net: str, dataset: str, best_err: float, seed: int,
-                  target: float | None = None, reached: tuple[float, int] | None = None) -> None:
+                  target: float | None = None, reached: tuple[float, int] | None = None, spread: float = 2.0) -> None:
     """A CIFAR training run as the engine records it; ``reached``: (time_to_target_s, epochs_to_target)."""
     from mlflow.entities import Metric, Param
 
     run_id = client.create_run(experiment_id, run_name=f"{net} {dataset} {seed}").info.run_id
     params = {"arch": net, "arch_resolved": f"cifar/{net}", "dataset": dataset, "epochs": "3", "seed": str(seed),
               "global_batch_size": "128", "lr_scaled": "0.1"}
-    metrics = {"best_val_top1_err": best_err, "num_params": 1.7e6}
+    metrics = {"best_val_top1_err": best_err, "num_params": 1.7e6, "train_images_per_sec": 100.0,
+               "train_images_per_sec_spread": spread}
     if target is not None:
         params["target_top1_err"] = str(target)
     if reached is not None:

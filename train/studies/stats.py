@@ -104,6 +104,15 @@ def welch_ratio(values_a: np.ndarray, values_b: np.ndarray) -> tuple[np.ndarray,
     return estimate, *(np.where(same, estimate, np.exp(bound)) for bound in (found.low, found.high))
 
 
+def accuracy_interval(accuracy_pct: float, images: int) -> Interval:
+    """An accuracy (%) measured over ``images`` images, with the exact (Clopper-Pearson) 95 % interval of the
+    proportion: how far another sample of that many images could put it. The verdict of an evaluation of fixed
+    weights, which gives the same figure on every repeat: its noise is the sample of images, not the run."""
+    correct = round(accuracy_pct / 100 * images)
+    found = scipy_stats.binomtest(correct, images).proportion_ci(CONFIDENCE, method="exact")
+    return Interval(accuracy_pct, 100 * found.low, 100 * found.high)
+
+
 def side_of(interval: Interval, value: float) -> int:
     """+1 when the whole interval lies above ``value``, -1 when below, 0 when it holds it or does not exist."""
     if not interval.excludes(value):
