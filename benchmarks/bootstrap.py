@@ -78,7 +78,8 @@ def main() -> int:
                 alarms, covered, found = rates(rng, kind, runs, spread, args)
                 holds[runs] &= alarms <= MAX_FALSE_ALARMS and covered >= MIN_COVERAGE
                 shown = "given" if runs >= stats.RUNS_NEEDED[kind] else "too few runs"
-                print(f"{runs:d} | {spread:.0%} | {alarms:.1%} | {covered:.1%} | {found:.1%} | {shown}", flush=True)
+                covered_text = f"{covered:.1%}" if runs > 1 else "— (one run: no interval)"
+                print(f"{runs:d} | {spread:.0%} | {alarms:.1%} | {covered_text} | {found:.1%} | {shown}", flush=True)
         fewest = min((n for n in RUNS if all(holds[m] for m in RUNS if m >= n)), default=None)
         print(f"{kind}: the bounds hold from {fewest} runs per side on; compare gives verdicts from "
               f"{stats.RUNS_NEEDED[kind]} (stats.RUNS_NEEDED)")
