@@ -230,7 +230,9 @@ def test_a_noisy_timing_flag_leaves_a_run_out_of_timed_figures_only_and_reproduc
         log_cifar_run(client, experiment, "resnet-20", "cifar10", error, seed, spread=spread)
     for seed, error in enumerate([24.0, 24.3, 24.1]):  # published: 25.91 (brief), 22.78 (README)
         log_cifar_run(client, experiment, "alexnet", "cifar10", error, seed)
-    log_cifar_run(client, experiment, "alexnet", "cifar100", 60.0, 0)
+    log_cifar_run(client, experiment, "vgg16", "cifar10", 11.0, 0)
+    for seed, epochs in enumerate(["3", "5"]):  # one cell: its row is the net's, but the report says what it folds
+        log_cifar_run(client, experiment, "alexnet", "cifar100", 60.0 + seed, seed, epochs=epochs)
     code, _, _ = cnnbench(capsys, "report", "cifar", "--experiment", "verdicts", "--out", str(tmp_path / "r"),
                           "--tracking-uri", ws.uri)
     assert code == 0
@@ -242,7 +244,8 @@ def test_a_noisy_timing_flag_leaves_a_run_out_of_timed_figures_only_and_reproduc
     alexnet = rows["alexnet"]
     assert alexnet["CIFAR-10 Δ brief"] == f"{24.1 - 25.91:+.2f}, better"  # the interval lies below 25.91
     assert alexnet["CIFAR-10 Δ README"] == f"{24.1 - 22.78:+.2f}, worse"  # ... and above 22.78
-    assert alexnet["CIFAR-100 Δ brief"] == f"{60.0 - 61.89:+.2f}, too few runs (1 of 2)"
+    assert rows["vgg16"]["CIFAR-10 Δ brief"] == f"{11.0 - (100 - 89.83):+.2f}, too few runs (1 of 2)"
+    assert "Cells that fold runs of different settings (besides the seed): alexnet CIFAR-100: epochs 3/5." in markdown
 
 
 SPEED_UPS = {  # (channels_last, precision) -> images/s of its repeats
@@ -279,12 +282,13 @@ def test_throughput_repeats_show_intervals_and_speed_ups_not_significant_are_mar
 
 
 def log_cifar_run(client, experiment_id: str, net: str, dataset: str, best_err: float, seed: int,
-                  target: float | None = None, reached: tuple[float, int] | None = None, spread: float = 2.0) -> None:
+                  target: float | None = None, reached: tuple[float, int] | None = None, spread: float = 2.0,
+                  epochs: str = "3") -> None:
     """A CIFAR training run as the engine records it; ``reached``: (time_to_target_s, epochs_to_target)."""
     from mlflow.entities import Metric, Param
 
     run_id = client.create_run(experiment_id, run_name=f"{net} {dataset} {seed}").info.run_id
-    params = {"arch": net, "arch_resolved": f"cifar/{net}", "dataset": dataset, "epochs": "3", "seed": str(seed),
+    params = {"arch": net, "arch_resolved": f"cifar/{net}", "dataset": dataset, "epochs": epochs, "seed": str(seed),
               "global_batch_size": "128", "lr_scaled": "0.1"}
     metrics = {"best_val_top1_err": best_err, "num_params": 1.7e6, "train_images_per_sec": 100.0,
                "train_images_per_sec_spread": spread}

@@ -33,6 +33,7 @@ from train.studies.reports.common import (
     flagged_runs,
     markdown_table,
     measured,
+    settings_of,
 )
 
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -129,11 +130,26 @@ def _markdown(rows: list[Row], cells: dict, by_cell: dict, runs: list, plotted: 
         f"and how many of the finished runs with that target reached it. Params: published for 10 classes, "
         f"measured from the CIFAR-10 runs.",
         environment_line(runs) + ".",
+        folded(by_cell),
         table,
         plot_line,
         flagged_runs(runs),
     ]
     return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def folded(by_cell: dict) -> str:
+    """Above the table: the cells whose runs differ in more than their seed, and in which settings (a row is a net
+    of the published table, so every run of that net and data set is one cell)."""
+    lines = []
+    for (net, ds), runs in sorted(by_cell.items()):
+        settings = [settings_of(r) for r in runs]
+        varying = sorted(k for k in {k for s in settings for k in s} if len({s.get(k, "?") for s in settings}) > 1)
+        shown = "; ".join(f"{k} {'/'.join(sorted({s.get(k, '?') for s in settings}))}" for k in varying)
+        lines += [f"{net} {DATASETS[ds]}: {shown}"] if varying else []
+    if not lines:
+        return ""
+    return "Cells that fold runs of different settings (besides the seed): " + "; ".join(lines) + "."
 
 
 def _table_row(row: Row, cells: dict, by_cell: dict) -> list[str]:
