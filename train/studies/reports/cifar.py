@@ -34,6 +34,7 @@ from train.studies.reports.common import (
     markdown_table,
     measured,
     settings_of,
+    varying,
 )
 
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -144,9 +145,8 @@ def folded(by_cell: dict) -> str:
     lines = []
     for (net, ds), runs in sorted(by_cell.items()):
         settings = [settings_of(r) for r in runs]
-        varying = sorted(k for k in {k for s in settings for k in s} if len({s.get(k, "?") for s in settings}) > 1)
-        shown = "; ".join(f"{k} {'/'.join(sorted({s.get(k, '?') for s in settings}))}" for k in varying)
-        lines += [f"{net} {DATASETS[ds]}: {shown}"] if varying else []
+        shown = "; ".join(f"{k} {'/'.join(sorted({s.get(k, '?') for s in settings}))}" for k in varying(settings))
+        lines += [f"{net} {DATASETS[ds]}: {shown}"] if shown else []
     if not lines:
         return ""
     return "Cells that fold runs of different settings (besides the seed): " + "; ".join(lines) + "."

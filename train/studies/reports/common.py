@@ -40,6 +40,11 @@ def settings_of(run) -> dict[str, str]:
     return {k: v for k, v in sorted(run.data.params.items()) if k != REPEAT_PARAM and k not in NO_EFFECT}
 
 
+def varying(settings: list[dict[str, str]]) -> list[str]:
+    """The params whose values differ among ``settings`` (a param one of them lacks counts as "?"), sorted."""
+    return [k for k in sorted({k for one in settings for k in one}) if len({one.get(k, "?") for one in settings}) > 1]
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """A GitHub-flavoured Markdown table; cells are printed with ``str``."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

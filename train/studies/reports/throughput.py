@@ -32,6 +32,7 @@ from train.studies.reports.common import (
     measured,
     ratio_cell,
     settings_of,
+    varying,
 )
 
 METRIC = "train_images_per_sec"
@@ -92,13 +93,7 @@ def other_settings(figures: dict) -> dict[Cell, str]:
     rows = defaultdict(list)
     for cell in figures:
         rows[_shown(cell)].append(dict(cell))
-    named = {}
-    for cell in figures:
-        mates = rows[_shown(cell)]
-        varying = sorted({k for m in mates for k in m} if len(mates) > 1 else ())
-        varying = [k for k in varying if len({m.get(k, "?") for m in mates}) > 1]
-        named[cell] = ", ".join(f"{k}={dict(cell).get(k, '?')}" for k in varying)
-    return named
+    return {cell: ", ".join(f"{k}={dict(cell).get(k, '?')}" for k in varying(rows[_shown(cell)])) for cell in figures}
 
 
 def _markdown(figures: dict, baselines: dict, runs: list) -> str:
