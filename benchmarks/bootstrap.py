@@ -1,58 +1,95 @@
-"""How often ``cnnbench compare`` is right: its verdicts on simulated runs whose truth is known.
+"""How often ``cnnbench compare`` is right, and from how many runs per side it may give a verdict at all.
 
-Each simulated run has 40 timing windows: its level times a run factor (log-normal, ``--run-spread``, the
-run-to-run variation of a real machine) times 5 % noise per window. For 1, 2, 3 and 5 runs per side it
-compares, ``--trials`` times each, two sides drawn from the same configuration (A/A: a verdict other than "no
-significant difference" is a false alarm) and two whose levels differ by ``--ratio`` (how often the 95 %
-interval holds the true ratio, and how often the difference is found), with ``train.studies.stats`` as compare
-uses it. Prints figures; asserts nothing.
+Its statistics (``train.studies.stats``, as compare calls them) on simulated runs whose truth is known, for 1-6
+runs per side, at 3 % and 10 % run-to-run spread, for both kinds of metric:
+- windows (images/s): a run is 40 timing windows, its level × a run factor (log-normal, sd = the spread) × window
+  noise of 5 % sd that is autocorrelated (AR(1), φ = 0.8: neighbouring windows share a clock boost, a neighbour's
+  load), so a run's windows say little about the next run;
+- one value (an error, a time to target): its level × a run factor.
+Per row, --trials comparisons of two sides of one configuration (A/A: a difference called is a false alarm) and
+of two whose levels differ by --ratio (is that ratio inside the 95 % interval; is the difference found). The
+bounds: false alarms <= 5 %, coverage >= 90 %, at both spreads. A verdict is given from stats.RUNS_NEEDED runs
+per side on; the script prints the fewest n from which every row meets the bounds, and exits 1 where that is more
+than RUNS_NEEDED (a verdict given where the method does not hold).
 
-  python benchmarks/bootstrap.py                      # 3 % run-to-run variation, B 20 % faster, 200 trials
-  python benchmarks/bootstrap.py --run-spread 0       # runs that vary only by their windows' noise
+  python benchmarks/bootstrap.py                 # 20,000 trials a row (binomial sd of 5 %: 0.15 %)
+
+(The file keeps its name from the bootstrap that compare used before; that bootstrap's false alarms were 57.5 %
+at 1 run per side, 25 % at 2 and 5.5 % at 3, windows, 3 % spread.)
 """
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
 from train.studies import stats
 
-WINDOWS, WINDOW_NOISE = 40, 0.05
+WINDOWS, WINDOW_NOISE, WINDOW_PHI = 40, 0.05, 0.8
+SPREADS = (0.03, 0.10)
+RUNS = range(1, 7)
+MAX_FALSE_ALARMS, MIN_COVERAGE = 0.05, 0.90
 
 
-def simulated_runs(rng: np.random.Generator, runs: int, level: float, run_spread: float) -> list[np.ndarray]:
-    return [level * rng.lognormal(0, run_spread) * rng.normal(1, WINDOW_NOISE, WINDOWS) for _ in range(runs)]
+def run_values(rng: np.random.Generator, kind: str, shape: tuple[int, int], level: float, spread: float) -> np.ndarray:
+    """``shape`` = (trials, runs) simulated runs' values: a run's median window, or its one value."""
+    levels = level * rng.lognormal(0, spread, shape)
+    if kind == stats.ONE_VALUE:
+        return levels
+    shocks = rng.normal(0, WINDOW_NOISE * np.sqrt(1 - WINDOW_PHI ** 2), (*shape, WINDOWS))
+    noise = np.empty_like(shocks)
+    noise[..., 0] = rng.normal(0, WINDOW_NOISE, shape)
+    for i in range(1, WINDOWS):
+        noise[..., i] = WINDOW_PHI * noise[..., i - 1] + shocks[..., i]
+    return np.median(levels[..., None] * (1 + noise), axis=-1)  # stats.run_values: a run's median window
 
 
-def rates(runs: int, args, rng: np.random.Generator) -> tuple[float, float, float]:
-    """(A/A false alarms, coverage of the true ratio, difference found), as fractions of the trials."""
-    alarms = covered = found = 0
-    for _ in range(args.trials):
-        a, same, b = (simulated_runs(rng, runs, level, args.run_spread) for level in (100, 100, 100 * args.ratio))
-        alarms += stats.direction(stats.ratio_interval(a, same, args.resamples)[2]) != 0
-        ratio = stats.ratio_interval(a, b, args.resamples)[2]
-        covered += not ratio.excludes(args.ratio)
-        found += stats.direction(ratio) != 0
-    return alarms / args.trials, covered / args.trials, found / args.trials
+def rates(rng: np.random.Generator, kind: str, runs: int, spread: float, args) -> tuple[float, float, float]:
+    """(A/A false alarms, coverage of the true ratio, difference found), as fractions of the trials: the method's
+    own answers (stats.welch_ratio, as compare's stats.ratio_interval calls it), whether or not compare shows a
+    verdict at this n."""
+    a, same, b = (run_values(rng, kind, (args.trials, runs), level, spread) for level in (100, 100, 100 * args.ratio))
+    _, low, high = stats.welch_ratio(a, same)
+    alarms = (low > 1) | (high < 1)  # NaN bounds (one run) compare False: no interval, no alarm
+    _, low, high = stats.welch_ratio(a, b)
+    covered = (low <= args.ratio) & (args.ratio <= high)
+    found = (low > 1) | (high < 1)
+    return alarms.mean(), covered.mean(), found.mean()
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n")[0])
-    p.add_argument("--run-spread", type=float, default=0.03, help="sd of log run factor (default 0.03: ~3 %%)")
     p.add_argument("--ratio", type=float, default=1.2, help="true B / A of the unequal pairs (default 1.2)")
-    p.add_argument("--trials", type=int, default=200, help="simulated comparisons per row (default 200)")
-    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (compare: 10,000)")
+    p.add_argument("--trials", type=int, default=20_000, help="simulated comparisons per row (default 20,000)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
-    print(f"{WINDOWS} windows per run, {WINDOW_NOISE:.0%} window noise, run-to-run sd {args.run_spread:.0%}, "
-          f"B / A = {args.ratio}, {args.trials} trials, {args.resamples} resamples")
-    print("runs per side | A/A false alarms | true ratio covered | difference found")
-    for runs in (1, 2, 3, 5):
-        alarms, covered, found = rates(runs, args, rng)
-        print(f"{runs:13d} | {alarms:16.1%} | {covered:18.1%} | {found:16.1%}", flush=True)
+    print(f"B / A = {args.ratio}, {args.trials} trials a row; windows: {WINDOWS} per run, {WINDOW_NOISE:.0%} noise, "
+          f"AR(1) φ {WINDOW_PHI}; bounds: false alarms <= {MAX_FALSE_ALARMS:.0%}, coverage >= {MIN_COVERAGE:.0%}")
+    wrong = []
+    for kind in (stats.WINDOWED, stats.ONE_VALUE):
+        print(f"\n{kind}: runs per side | run spread | A/A false alarms | true ratio covered | difference found "
+              f"| compare's verdict")
+        holds = {}
+        for runs in RUNS:
+            holds[runs] = True
+            for spread in SPREADS:
+                alarms, covered, found = rates(rng, kind, runs, spread, args)
+                holds[runs] &= alarms <= MAX_FALSE_ALARMS and covered >= MIN_COVERAGE
+                shown = "given" if runs >= stats.RUNS_NEEDED[kind] else "too few runs"
+                covered_text = f"{covered:.1%}" if runs > 1 else "— (one run: no interval)"
+                print(f"{runs:d} | {spread:.0%} | {alarms:.1%} | {covered_text} | {found:.1%} | {shown}", flush=True)
+        fewest = min((n for n in RUNS if all(holds[m] for m in RUNS if m >= n)), default=None)
+        print(f"{kind}: the bounds hold from {fewest} runs per side on; compare gives verdicts from "
+              f"{stats.RUNS_NEEDED[kind]} (stats.RUNS_NEEDED)")
+        if fewest is None or fewest > stats.RUNS_NEEDED[kind]:
+            wrong.append(kind)
+    if wrong:
+        print(f"\nMISMATCH: compare gives verdicts where the bounds do not hold ({', '.join(wrong)}): raise "
+              f"stats.RUNS_NEEDED")
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -224,3 +224,13 @@ def test_ranking_table_from_the_runs(ws, tmp_path):
     assert [(r[0].strip("| "), r[1], r[2]) for r in rows] == [("1", "3", "dpn68"), ("2", "2", "resnet50"),
                                                               ("3", "1", "vgg16")]
     assert "75.06 / 92.48 (pytorch resnet50)" in text
+    assert rows[1][-1].startswith("reproduced [")  # 75.0 % of 50 images holds 75.06 %
+
+
+@pytest.mark.parametrize("measured, verdict", [(80.0, "better"), (70.0, "worse"), (75.5, "reproduced")])
+def test_reproduction_verdict_on_both_sides_of_a_published_accuracy(measured, verdict):
+    """resnet50's published Acc@1 is 75.06 %; over 1,000 images 95 % of samples land within about ±2.7 points."""
+    from scipy.stats import binomtest
+
+    exact = binomtest(round(measured * 10), 1000).proportion_ci(0.95, method="exact")
+    assert ranking.reproduction(measured, 1000, 75.06) == f"{verdict} [{100 * exact.low:.2f}–{100 * exact.high:.2f}]"

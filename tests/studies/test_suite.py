@@ -185,6 +185,35 @@ def test_repeat_runs_every_point_with_n_seeds_all_points_once_before_any_twice(t
     assert [engine_flags(p.settings).count("--seed") for p in suite.points] == [1] * 12
 
 
+ONE_SETTING = """\
+name: grown
+settings: {dataset: digits, epochs: 1, batch_size: 32}
+grid:
+  arch: [resnet-20]
+"""
+
+
+@pytest.mark.parametrize("tagged", ["as the suite tags it now", "as tagged before the key held the seed"])
+def test_adding_repeat_to_a_suite_that_ran_keeps_its_run_as_the_default_seeds_repeat(tmp_path, capsys, tagged):
+    """Issue 21: the run of a suite without ``repeat`` is the seed-0 repeat once ``repeat: 3`` is added; it used
+    to count as another point, and seed 0 trained again ("0 already finished, 3 to run")."""
+    from mlflow import MlflowClient
+
+    ws = Workspace(tmp_path)
+    path = tmp_path / "grown.yaml"
+    path.write_text(ONE_SETTING)
+    (point,) = load_suite(path).points
+    key = point.key if tagged == "as the suite tags it now" else json.dumps(point.settings, sort_keys=True,
+                                                                            separators=(",", ":"))
+    client = MlflowClient(ws.uri)
+    run = client.create_run(client.create_experiment("grown"), tags={SUITE_TAG: "grown", POINT_TAG: key})
+    client.set_terminated(run.info.run_id, "FINISHED")
+    path.write_text(ONE_SETTING + "repeat: 3\n")
+    code, out, err = cnnbench(capsys, "suite", "run", str(path), "--dry-run", "--tracking-uri", ws.uri)
+    assert code == 0 and "3 points = repeat 3 × arch 1; 1 already finished, 2 to run" in err
+    assert [_flag_values(shlex.split(line), "--seed") for line in out.splitlines()] == [["1"], ["2"]]
+
+
 BAD_SUITES = {
     "repeat not a count": ("grid: {arch: [resnet-20]}\nrepeat: 0\n", 2, "repeat", "not a number of repeats"),
     "repeat of a grid of seeds": ("grid:\n  seed: [0, 1]\nrepeat: 2\n", 3, "repeat", "the grid sets seed already"),

@@ -4,19 +4,20 @@
   cnnbench compare --a-runs 3f2c... 9ab1... --b-runs 77e0... --metric images/s
 
 Each side is a set of FINISHED training runs: run ids, or an MLflow filter string over the runs of
---experiment (report and comparison runs left out). Per metric it prints each side's median with its 95 %
-bootstrap interval, the ratio B / A with its interval, and a verdict where that interval excludes 1.
-images/s is resampled from each run's timing windows (train_images_per_sec_window; the median of one run's windows
-is its train_images_per_sec), val-error is each run's final_val_top1_err, and the other metrics come from one value
-per run: the runs are drawn with replacement, then each drawn run's windows (train/studies/stats.py
-says exactly how). The table is also logged as the artifacts (compare.md, compare.json) of a run tagged
-cnnbench.report = compare in A's experiment, which reports leave out.
+--experiment (report and comparison runs left out). Per metric it prints each side's median over its runs with a
+95 % interval, the ratio B / A with its interval, and a verdict where that interval excludes 1 and each side has
+the runs that the verdict needs (train/studies/stats.py: the method, and how many runs; benchmarks/bootstrap.py
+measures both). Above the table it names the params on which A and B differ besides those their filters name; a
+metric whose defining params differ (errors over other data sets, times to another target) is refused.
+The table is also logged as the artifacts (compare.md, compare.json) of a run tagged cnnbench.report = compare in
+A's experiment, which reports leave out.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from train.studies import stats
 from train.studies.figures import percent, significant
 from train.studies.helptext import LaidOutHelp
 from train.studies.report import REPORT_TAG, log_report
-from train.studies.reports.common import markdown_table
+from train.studies.reports.common import NO_EFFECT, markdown_table
 
 KIND = "compare"
 TARGET_TAG = "cnnbench.target"  # the engine's sentence on whether and when a run reached its target
@@ -43,15 +44,22 @@ class Quantity:
     show: Callable[[float], str]  # how a figure is printed
     above: str  # verdict when B / A is significantly above 1
     below: str  # ... and below
+    defined_by: tuple[str, ...] = ()  # params that must be equal on every run for the figures to compare
+
+    @property
+    def kind(self) -> str:
+        return stats.WINDOWED if self.per_window else stats.ONE_VALUE
 
 
+DATA_SET = ("dataset", "val_size")  # an error or a time to target holds for one validation set
 QUANTITIES = {
     "images/s": Quantity("train_images_per_sec_window", True, significant, "B faster", "B slower"),
-    "val-error": Quantity(VAL_ERROR, False, percent, "B worse (higher error)", "B better (lower error)"),
-    "time-to-target": Quantity("time_to_target_s", False, significant, "B slower to target", "B faster to target"),
+    "val-error": Quantity(VAL_ERROR, False, percent, "B worse (higher error)", "B better (lower error)",
+                          DATA_SET),
+    "time-to-target": Quantity("time_to_target_s", False, significant, "B slower to target", "B faster to target",
+                               (*DATA_SET, "target_top1_err")),
 }
 SAME = "no significant difference"
-ENOUGH_RUNS = 3  # fewer runs per side and a verdict is about the runs, not their configurations (README)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class Side:
     label: str  # "A" or "B"
     chosen_by: str  # the filter, or the run ids, in words
     runs: list
+    filtered_on: frozenset[str] = frozenset()  # the params its filter names
 
 
 def main(argv: list[str] | None = None, prog: str = "cnnbench compare") -> int:
@@ -67,7 +76,10 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench compare") -> int:
     client = open_store(uri)
     sides = [select_side(client, label, getattr(args, label.lower()), getattr(args, f"{label.lower()}_runs"),
                          args.experiment) for label in ("A", "B")]
-    rows = [compare_quantity(name, *groups) for name, groups in logged_samples(client, sides, args.metric).items()]
+    samples = logged_samples(client, sides, args.metric)
+    for name in samples:
+        refuse_mixed(name, sides)
+    rows = [compare_quantity(name, *groups) for name, groups in samples.items()]
     markdown = render(sides, rows)
     print(markdown, end="")
     experiment = client.get_experiment(sides[0].runs[0].info.experiment_id).name
@@ -111,7 +123,11 @@ def select_side(client, label: str, filter_string: str | None, run_ids: list[str
     if not runs:
         raise UsageError(f"--{label.lower()} {filter_string!r} matches no FINISHED training run "
                          f"of experiment {experiment!r}")
-    return Side(label, f"filter {filter_string!r} in experiment {experiment!r}", _sorted(runs))
+    return Side(label, f"filter {filter_string!r} in experiment {experiment!r}", _sorted(runs),
+                frozenset(m.group(1) or m.group(2) or m.group(3) for m in _FILTERED_PARAM.finditer(filter_string)))
+
+
+_FILTERED_PARAM = re.compile(r"""params\.(?:`([^`]+)`|"([^"]+)"|([\w.-]+))""")  # MLflow's ways to name a param
 
 
 def _finished_run(client, run_id: str):
@@ -131,6 +147,33 @@ def _sorted(runs: list) -> list:
 
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+# ---- what differs between the sides ----
+
+def param_values(sides: list[Side], param: str) -> dict[str, list[str]]:
+    """Side label -> the distinct values of ``param`` over its runs ("?" where a run did not log it)."""
+    return {side.label: sorted({r.data.params.get(param, "?") for r in side.runs}) for side in sides}
+
+
+def differing_params(sides: list[Side]) -> list[str]:
+    """The params whose values differ between A and B, besides those a filter names and those that cannot change a
+    figure (reports/common.py: NO_EFFECT)."""
+    named = set().union(*(side.filtered_on for side in sides)) | NO_EFFECT
+    logged = sorted({p for side in sides for r in side.runs for p in r.data.params} - named)
+    return [p for p in logged if len({tuple(v) for v in param_values(sides, p).values()}) > 1]
+
+
+def refuse_mixed(name: str, sides: list[Side]) -> None:
+    """A metric is compared only over runs that agree on the params that define it: one line naming the first
+    param that differs."""
+    for param in QUANTITIES[name].defined_by:
+        values = param_values(sides, param)
+        if len({v for side_values in values.values() for v in side_values}) > 1:
+            shown = "; ".join(f"{label}: {', '.join(v)}" for label, v in values.items())
+            raise UsageError(f"{name}: the runs differ in {param} ({shown}), and {QUANTITIES[name].metric} over "
+                             f"another {param} is another figure; choose runs that agree, or other metrics with "
+                             f"--metric")
 
 
 # ---- what is compared ----
@@ -181,17 +224,9 @@ class Row:
 def compare_quantity(name: str, groups_a: list[list[float]], groups_b: list[list[float]]) -> Row:
     q = QUANTITIES[name]
     interval_a, interval_b, ratio = stats.ratio_interval(groups_a, groups_b)
-    single = [label for label, groups in (("A", groups_a), ("B", groups_b)) if sum(map(len, groups)) == 1]
-    return Row(name, interval_a, interval_b, ratio, _verdict(q, ratio, single),
-               (_count(groups_a, q), _count(groups_b, q)))
-
-
-def _verdict(q: Quantity, ratio: stats.Interval, single: list[str]) -> str:
-    if single:  # one value has no spread to resample: its interval is the value, and says nothing
-        return f"no verdict: one value on side {' and '.join(single)}"
-    if not math.isfinite(ratio.estimate):
-        return "undefined (A's median is 0)"
-    return {1: q.above, -1: q.below, 0: SAME}[stats.direction(ratio)]
+    verdict = (stats.withheld((len(groups_a), len(groups_b)), ratio, q.kind)
+               or {1: q.above, -1: q.below, 0: SAME}[stats.direction(ratio)])
+    return Row(name, interval_a, interval_b, ratio, verdict, (_count(groups_a, q), _count(groups_b, q)))
 
 
 def _count(groups: list[list[float]], q: Quantity) -> str:
@@ -211,27 +246,26 @@ def render(sides: list[Side], rows: list[Row]) -> str:
           _cell(row.b, row.name, row.counts[1]), _cell(row.ratio, "ratio"), row.verdict] for row in rows])
     lines = [f"{side.label}: {side.chosen_by} ({_runs(len(side.runs))}: "
              f"{', '.join(r.info.run_id[:8] for r in side.runs)})" for side in sides]
-    method = (f"Medians over runs of each run's median; 95 % percentile-bootstrap intervals, "
-              f"{stats.N_RESAMPLES:,} resamples, seed {stats.SEED}. images/s: the runs drawn with replacement, then "
-              f"each drawn run's timing windows (one run: its windows); other metrics: the runs, one value each. "
-              f"B / A from A's and B's resamples drawn independently; a verdict only where its interval excludes 1. "
-              f"{stats.FEW_VALUES}")
-    return "\n".join([*lines, "", table, "", method, *_caution(sides), ""])
+    needed = ", ".join(f"{n} per side ({kind})" for kind, n in stats.RUNS_NEEDED.items())
+    method = (f"{stats.METHOD} A verdict only where B / A's interval excludes 1, with at least {needed}, and never "
+              f"from a zero-width interval (ties); benchmarks/bootstrap.py measures its false alarms and coverage.")
+    return "\n".join([*lines, _differences(sides), "", table, "", method, ""])
 
 
-def _caution(sides: list[Side]) -> list[str]:
-    """Few runs: the intervals miss most of the run-to-run variation, and a verdict is about these runs only."""
-    few = [f"{side.label} has {_runs(len(side.runs))}" for side in sides if len(side.runs) < ENOUGH_RUNS]
-    if not few:
-        return []
-    return ["", f"Caution: {' and '.join(few)}. With one run an interval holds only the timing noise within it, "
-                f"with two the run-to-run variation is barely sampled: a verdict then says that these runs differ, "
-                f"not that their configurations do. Repeat them ({ENOUGH_RUNS} or more per side; suite `repeat: N`)."]
+def _differences(sides: list[Side]) -> str:
+    differing = differing_params(sides)
+    if not differing:
+        return "A and B differ in no other param."
+    shown = "; ".join(f"{p} ({' vs '.join(', '.join(v) for v in param_values(sides, p).values())})"
+                      for p in differing)
+    return f"A and B also differ in: {shown}."
 
 
 def _cell(interval: stats.Interval, name: str, count: str = "") -> str:
     show = _ratio if name == "ratio" else QUANTITIES[name].show
-    text = f"{show(interval.estimate)} [{show(interval.low)}–{show(interval.high)}]"
+    text = show(interval.estimate)
+    if interval.defined:
+        text += f" [{show(interval.low)}–{show(interval.high)}]"
     return f"{text} ({count})" if count else text
 
 
@@ -243,10 +277,14 @@ def _ratio(value: float) -> str:
 def _record(sides: list[Side], rows: list[Row]) -> dict:
     """The comparison as numbers, for programs: what each side was, and each metric's intervals and verdict."""
     return {
-        "method": {"resamples": stats.N_RESAMPLES, "seed": stats.SEED, "confidence": stats.CONFIDENCE,
-                   "interval": "percentile bootstrap; runs, then windows within runs"},
+        "method": {"confidence": stats.CONFIDENCE, "interval": stats.METHOD, "runs_needed": stats.RUNS_NEEDED},
         "sides": {side.label: {"chosen_by": side.chosen_by, "runs": [r.info.run_id for r in side.runs]}
                   for side in sides},
         "metrics": {row.name: {"metric": QUANTITIES[row.name].metric, "verdict": row.verdict,
-                               **{key: vars(getattr(row, key)) for key in ("a", "b", "ratio")}} for row in rows},
+                               **{key: _numbers(getattr(row, key)) for key in ("a", "b", "ratio")}} for row in rows},
     }
+
+
+def _numbers(interval: stats.Interval) -> dict:
+    """The interval for JSON: null where a bound does not exist (NaN is no JSON)."""
+    return {key: value if math.isfinite(value) else None for key, value in vars(interval).items()}

@@ -1,121 +1,159 @@
-"""Medians with 95 % bootstrap confidence intervals, and ratios of two of them: the statistics of
-``cnnbench compare`` and of the reports, as pure functions of numbers (no MLflow here).
+"""Medians over runs, their 95 % intervals and the verdicts drawn from them: the one rule behind ``cnnbench
+compare`` and the reports, as pure functions of numbers (no MLflow here).
 
-The data of one side is a list of *groups*, one per run: a run's timing-window images/s, or its one value
-of a run-level metric (a final error, a time to target).
+A side is a list of *groups*, one per run: a run's timing-window images/s, or its one value of a run-level metric
+(an error, a time to target). Each run counts as one value, its median: the windows of one run share its clock,
+its neighbours' load and its data order, so they are not independent samples of the configuration, and the
+variation between runs dominates (``benchmarks/bootstrap.py``).
 
-- Estimate: the median over runs of each run's median (one run: the median of its values).
-- Resampling (percentile bootstrap, ``N_RESAMPLES`` resamples):
-  one run: its values, drawn with replacement;
-  several runs: the runs, drawn with replacement (as many as there are), then each drawn run's values, drawn
-  with replacement afresh every time the run is drawn: a two-level (hierarchical) bootstrap, which carries
-  both run-to-run and within-run variation (Saravanan et al. 2020, "Application of the hierarchical bootstrap
-  to multi-level data in neuroscience"). With one value per run it is the plain bootstrap over runs.
-- Interval: the 2.5th and 97.5th percentiles of the resampled estimates. A ratio B/A takes A's and B's
-  resamples, drawn independently, resample by resample.
-- Seed: a fixed ``SEED`` for every call, and the groups put in a canonical order first, so the same numbers give
-  the same interval whatever ran before and in whichever order they come.
+- Estimate of a side: the median over its runs.
+- Interval of a side: Student's t interval for the mean of the runs' logarithms, taken back by exp: under
+  log-normal run-to-run variation, an interval for the median run. Two runs or more.
+- B / A: Welch's t interval for the difference of the mean logarithms (unequal variances), exp'd; its estimate is
+  the ratio of the sides' geometric means. Logarithms make B / A and A / B mirror images and take a variation that
+  scales with the level, as throughput's does.
+- Verdict: B / A's interval wholly above or below 1 (or a published figure outside a side's interval), drawn only
+  with ``RUNS_NEEDED`` runs per side or more, and never from a zero-width interval (every run of each side gave
+  the same value: nothing measures the noise).
 
-scipy.stats.bootstrap resamples the observations of each sample at one level only; it cannot draw runs and
-then windows within them, hence the resampling here (numpy, vectorised over resamples).
-
-Mind small samples: ``FEW_VALUES``; and one or two runs per side hold little or none of the run-to-run
-variation. ``benchmarks/bootstrap.py`` measures how often the verdicts are right on simulated runs (README,
-"Comparing runs").
+A bootstrap over runs was used before: with 1-5 runs a side its interval is at most the range of the runs, and
+its A/A comparisons called 25-58 % of them different; Welch's interval holds its 95 % from two runs on.
 """
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from scipy import stats as scipy_stats
 
-N_RESAMPLES = 10_000
-SEED = 0
 CONFIDENCE = 0.95
-FEW_VALUES = ("With one value per run, 5 runs or fewer give an interval that is their range, which holds the true "
-              "median less often than 95 %: 50 % of the time for 2 runs, 75 % for 3, 88 % for 4, 94 % for 5.")
-_CHUNK = 1 << 22  # values gathered at once when resampling a long run: bounds memory to ~32 MB per array
+WINDOWED, ONE_VALUE = "windows", "one value"  # kinds of metric: a run logs many timing windows, or one value
+# Fewest runs per side for a verdict, per kind: the smallest n from which on the A/A false alarms stay <= 5 % and
+# the true ratio is covered >= 90 % at 3 % and 10 % run-to-run spread (`python benchmarks/bootstrap.py` measures
+# and checks them; docs/suites-and-reports.md has its table).
+RUNS_NEEDED = {WINDOWED: 2, ONE_VALUE: 2}
+METHOD = ("Each run counts as one value (its windows' median); a side's figure is the median over its runs, its "
+          "95 % interval Student's t on the runs' logarithms (2 runs or more); B / A the ratio of geometric means "
+          "with Welch's 95 % t interval on the logarithms.")
 
 
 @dataclass(frozen=True)
 class Interval:
-    """An estimate and its 95 % percentile-bootstrap interval."""
+    """An estimate and its 95 % interval; the bounds are NaN where there is none (one run)."""
 
     estimate: float
     low: float
     high: float
 
+    @property
+    def defined(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    @property
+    def zero_width(self) -> bool:
+        return self.defined and self.low == self.high
+
     def excludes(self, value: float) -> bool:
-        return not self.low <= value <= self.high
+        """True when the interval exists and ``value`` lies outside it."""
+        return self.defined and not self.low <= value <= self.high
 
 
-def median_of_medians(groups: Sequence[Sequence[float]]) -> float:
-    """The estimate: the median over groups of each group's median."""
-    return float(np.median([np.median(g) for g in _arrays(groups)]))
+def run_values(groups: Sequence[Sequence[float]]) -> np.ndarray:
+    """Each run's one value: the median of its samples."""
+    if not groups or any(len(g) == 0 for g in groups):
+        raise ValueError("every side needs at least one run, and every run at least one value")
+    return np.array([np.median(np.asarray(g, dtype=float)) for g in groups])
 
 
-def median_interval(groups: Sequence[Sequence[float]], n_resamples: int = N_RESAMPLES) -> Interval:
-    """``median_of_medians(groups)`` and its interval."""
-    resampled = bootstrap_medians(_arrays(groups), np.random.default_rng(SEED), n_resamples)
-    return _interval(median_of_medians(groups), resampled)
+def median_interval(groups: Sequence[Sequence[float]]) -> Interval:
+    """The median over runs and the t interval of the median run (NaN bounds for one run)."""
+    values = run_values(groups)
+    return Interval(float(np.median(values)), *map(float, t_bounds(values)))
 
 
-def ratio_interval(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]],
-                   n_resamples: int = N_RESAMPLES) -> tuple[Interval, Interval, Interval]:
-    """A's and B's medians with their intervals, and the ratio B / A with its interval."""
-    rng = np.random.default_rng(SEED)
-    resampled_a = bootstrap_medians(_arrays(a), rng, n_resamples)
-    resampled_b = bootstrap_medians(_arrays(b), rng, n_resamples)  # drawn after A's: independent of them
-    median_a, median_b = median_of_medians(a), median_of_medians(b)
-    with np.errstate(divide="ignore", invalid="ignore"):  # a median of 0 makes the ratio inf or nan: shown so
-        ratio = _interval(median_b / median_a if median_a else np.nan, resampled_b / resampled_a)
-    return _interval(median_a, resampled_a), _interval(median_b, resampled_b), ratio
+def ratio_interval(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> tuple[Interval, Interval, Interval]:
+    """A's and B's medians with their intervals, and B / A (geometric means) with Welch's interval."""
+    return median_interval(a), median_interval(b), Interval(*map(float, welch_ratio(run_values(a), run_values(b))))
+
+
+def t_bounds(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of Student's t interval on the logarithms of ``values`` (runs along the last axis), exp'd:
+    NaN for one run or a value <= 0 (no logarithm). Vectorised over the leading axes, for the benchmark."""
+    logs = _logs(values)
+    if logs.shape[-1] < 2:
+        return np.full(logs.shape[:-1], np.nan), np.full(logs.shape[:-1], np.nan)
+    found = _quietly(lambda: scipy_stats.ttest_1samp(logs, 0.0, axis=-1).confidence_interval(CONFIDENCE))
+    same = np.ptp(logs, axis=-1) == 0  # no spread: scipy answers NaN; the interval is the value
+    return tuple(np.exp(np.where(same, logs[..., 0], bound)) for bound in (found.low, found.high))
+
+
+def welch_ratio(values_a: np.ndarray, values_b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(estimate, low, high) of B / A: the ratio of the geometric means of the runs (last axis) with Welch's t
+    interval on the logarithms, exp'd; bounds NaN where a side has one run, all NaN where a value is <= 0.
+    Vectorised over the leading axes, for the benchmark."""
+    logs_a, logs_b = _logs(values_a), _logs(values_b)
+    estimate = np.exp(logs_b.mean(axis=-1) - logs_a.mean(axis=-1))
+    if min(logs_a.shape[-1], logs_b.shape[-1]) < 2:  # one run has no variance to weigh
+        return estimate, np.full_like(estimate, np.nan), np.full_like(estimate, np.nan)
+    found = _quietly(lambda: scipy_stats.ttest_ind(logs_b, logs_a, axis=-1, equal_var=False)
+                     .confidence_interval(CONFIDENCE))
+    same = (np.ptp(logs_a, axis=-1) == 0) & (np.ptp(logs_b, axis=-1) == 0)  # ties: a zero-width interval
+    return estimate, *(np.where(same, estimate, np.exp(bound)) for bound in (found.low, found.high))
+
+
+def accuracy_interval(accuracy_pct: float, images: int) -> Interval:
+    """An accuracy (%) measured over ``images`` images, with the exact (Clopper-Pearson) 95 % interval of the
+    proportion: how far another sample of that many images could put it. The verdict of an evaluation of fixed
+    weights, which gives the same figure on every repeat: its noise is the sample of images, not the run."""
+    correct = round(accuracy_pct / 100 * images)
+    found = scipy_stats.binomtest(correct, images).proportion_ci(CONFIDENCE, method="exact")
+    return Interval(accuracy_pct, 100 * found.low, 100 * found.high)
+
+
+def side_of(interval: Interval, value: float) -> int:
+    """+1 when the whole interval lies above ``value``, -1 when below, 0 when it holds it or does not exist."""
+    if not interval.excludes(value):
+        return 0
+    return 1 if interval.low > value else -1
 
 
 def direction(ratio: Interval) -> int:
-    """+1 when the whole interval of B / A lies above 1, -1 when below, 0 when it holds 1 (no significant
-    difference at 95 %) or is undefined."""
-    if ratio.low > 1:
-        return 1
-    if ratio.high < 1:
-        return -1
-    return 0
+    """+1 when B / A's interval lies above 1, -1 when below, 0 when it holds 1 or does not exist."""
+    return side_of(ratio, 1.0)
 
 
-def bootstrap_medians(groups: list[np.ndarray], rng: np.random.Generator, n_resamples: int) -> np.ndarray:
-    """``n_resamples`` resampled values of ``median_of_medians(groups)``, resampled as the module says."""
-    count = len(groups)
-    drawn = rng.integers(0, count, size=(n_resamples, count)) if count > 1 else np.zeros((n_resamples, 1), int)
-    medians = np.empty(drawn.shape)
-    for index, values in enumerate(groups):
-        slots = drawn == index
-        medians[slots] = _resampled_medians(values, rng, int(slots.sum()))
-    return np.median(medians, axis=1)
+def withheld(runs: Sequence[int], interval: Interval, kind: str) -> str:
+    """Why no verdict may be drawn from ``interval``, whose sides had ``runs`` runs each; "" when one may."""
+    if not enough_runs(runs, kind):
+        return too_few(runs, RUNS_NEEDED[kind])
+    if not (math.isfinite(interval.estimate) and interval.defined):
+        return "no verdict: a value of 0 has no logarithm"
+    if interval.zero_width:
+        return "no verdict: every run of each side gave the same value (a zero-width interval)"
+    return ""
 
 
-def _resampled_medians(values: np.ndarray, rng: np.random.Generator, count: int) -> np.ndarray:
-    """Medians of ``count`` resamples of ``values`` with replacement (a single value is its own resample)."""
-    if len(values) == 1:
-        return np.full(count, values[0])
-    per_chunk = max(1, _CHUNK // len(values))
-    chunks = []
-    for start in range(0, count, per_chunk):
-        picks = rng.integers(0, len(values), size=(min(per_chunk, count - start), len(values)))
-        chunks.append(np.median(values[picks], axis=1))
-    return np.concatenate(chunks) if chunks else np.empty(0)
+def enough_runs(runs: Sequence[int], kind: str) -> bool:
+    return min(runs) >= RUNS_NEEDED[kind]
 
 
-def _interval(estimate: float, resampled: np.ndarray) -> Interval:
-    tail = 100 * (1 - CONFIDENCE) / 2
-    low, high = np.percentile(resampled, [tail, 100 - tail])
-    return Interval(float(estimate), float(low), float(high))
+def too_few(runs: Sequence[int], needed: int) -> str:
+    counts = " and ".join(map(str, dict.fromkeys(runs)))
+    return f"too few runs for a verdict: {counts} per side, {needed} needed"
 
 
-def _arrays(groups: Sequence[Sequence[float]]) -> list[np.ndarray]:
-    """The groups as sorted arrays in a canonical order: the resamples draw by position, and this makes the
-    interval depend on the numbers only, not on the order in which the store returned the runs."""
-    arrays = [np.sort(np.asarray(g, dtype=float)) for g in groups]
-    if not arrays or any(a.ndim != 1 or a.size == 0 for a in arrays):
-        raise ValueError("every side needs at least one group, and every group at least one value")
-    return sorted(arrays, key=lambda a: (a.size, tuple(a)))
+def _logs(values) -> np.ndarray:
+    """Natural logarithms; NaN for a value <= 0 (an error of 0 %), which then has no interval and no ratio."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log(values), np.nan)
+
+
+def _quietly(compute):
+    """scipy's answer without its warnings for nearly equal values and NaN inputs: both are handled here."""
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return compute()

@@ -92,7 +92,13 @@ class Point:
     @property
     def key(self) -> str:
         """The point's identity in its run's tag: all its settings, so a changed setting is a new point."""
-        return json.dumps(self.settings, sort_keys=True, separators=(",", ":"))
+        return point_key(self.settings)
+
+
+def point_key(settings: dict) -> str:
+    """``settings`` as a point's identity, its seed always in it (the engine's default where none is given): the
+    point a suite ran before ``repeat: N`` was added to it is the repeat with that seed, not a new point."""
+    return json.dumps({"seed": DEFAULTS.data.seed, **settings}, sort_keys=True, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -458,14 +464,15 @@ def run_suite(suite: Suite, args: argparse.Namespace) -> int:
 
 
 def finished_points(suite: Suite, uri: str) -> set[str]:
-    """Keys of the suite's points that have a FINISHED run in the store."""
+    """Keys of the suite's points that have a FINISHED run in the store (a tag written before keys held the seed
+    reads as the default seed's)."""
     client = open_store(uri)
     experiment = client.get_experiment_by_name(suite.experiment)
     if experiment is None:
         return set()
     runs = search_all_runs(client, experiment.experiment_id,
                            f"tags.`{SUITE_TAG}` = '{suite.name}' AND attributes.status = 'FINISHED'")
-    return {run.data.tags.get(POINT_TAG) for run in runs}
+    return {point_key(json.loads(run.data.tags[POINT_TAG])) for run in runs if POINT_TAG in run.data.tags}
 
 
 def _check_tools(points: list[Point], suite: Suite) -> None:

@@ -5,8 +5,11 @@ Published, from two sources kept apart, each in its own columns: the project bri
 bearpaw/pytorch-classification's README (``cifar_bearpaw_readme.csv``, error rates as published; fewer rows).
 Measured: a run's val error, ``final_val_top1_err`` (after the last epoch), the one val error of a run everywhere in
 cnnbench; beside it the best epoch's, ``best_val_top1_err``, the figure pytorch-classification's cifar.py prints
-("Best acc"), chosen on the test set itself and so optimistic. With repeated seeds the median and its 95 %
-bootstrap interval, and a difference from a published figure that lies within it is marked not significant.
+("Best acc"), chosen on the test set itself and so optimistic; with repeated seeds the median and its 95 % interval.
+Beside each published figure (a best epoch): the best-epoch difference and a reproduction verdict
+(``reproduction``): reproduced where the published figure lies in the measured interval, better or worse where the
+interval lies below or above it, with the runs that ``compare`` needs for a verdict (train/studies/stats.py); and
+the settings that most often explain a gap: global batch, learning rate after scaling, epochs.
 A run belongs to the row of the net the registry built (``arch_resolved``), so the published "resnet-110" row,
 a 164-layer bottleneck net, is held against cnnbench's resnet-164 (README: "ResNet-110 is two different nets").
 Runs trained towards a ``--target-top1-err`` show when they reached it ("reached in").
@@ -26,12 +29,13 @@ from train.studies.figures import percent, significant
 from train.studies.published import read_reference
 from train.studies.reports.common import (
     FLAG_MARK,
-    NOT_SIGNIFICANT,
     Measured,
     environment_line,
     flagged_runs,
     markdown_table,
     measured,
+    settings_of,
+    varying,
 )
 
 DATASETS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -49,9 +53,12 @@ BAR = 0.27  # bar height: three bars per net
 HEADERS = ["model", "net", "params (M)", "measured params (M)",
            *(f"{label} {column}" for label in DATASETS.values()
              for column in (*(f"error, {source} (%)" for source in SOURCES), "measured, final epoch (%)",
-                            "measured, best epoch (%)", *(f"Δ {source}, final epoch" for source in SOURCES),
-                            "reached in")),
-           "epochs"]
+                            "measured, best epoch (%)", *(f"Δ {source}, best epoch: verdict" for source in SOURCES),
+                            "settings", "reached in"))]
+VERDICTS = {0: "reproduced", -1: "better", 1: "worse"}  # the measured error's interval holds, lies below, above
+# the effective settings that most often explain a gap to a published figure (the augmentation is the CIFAR
+# loader's for every run: random crop with 4 px padding and horizontal flip, as pytorch-classification's)
+GAP_SETTINGS = (("global_batch_size", "global batch {}"), ("lr_scaled", "lr {}"), ("epochs", "epochs {}"))
 
 
 @dataclass(frozen=True)
@@ -113,25 +120,43 @@ def _markdown(rows: list[Row], cells: dict, by_cell: dict, runs: list, plotted: 
     parts = [
         "# CIFAR: published top-1 error beside measured",
         f"Top-1 error (%) on the test set. Published, from two sources, each in its own columns: {sources}. "
-        f"**Measured, final epoch**: `{METRIC}`, the {METRIC_BY_NAME[METRIC].aggregation}; **measured, best "
-        f"epoch**: `{BEST}`, the {METRIC_BY_NAME[BEST].aggregation}; with repeated seeds the median over the seeds "
-        f"[95 % bootstrap interval over the seeds, n]. "
-        f"Δ = measured final-epoch median − published, for each source; {NOT_SIGNIFICANT}: the published figure "
-        f"lies within "
-        f"the measured interval (no significant difference; needs two seeds or more). {stats.FEW_VALUES} "
-        f"Reached in: runs trained "
+        f"**Measured, final epoch**: `{METRIC}`, the {METRIC_BY_NAME[METRIC].aggregation} (a run's one val "
+        f"error everywhere in cnnbench); **measured, best epoch**: `{BEST}`, the "
+        f"{METRIC_BY_NAME[BEST].aggregation}, the figure pytorch-classification's cifar.py prints (\"Best acc\"); "
+        f"with repeated seeds the median over the seeds [95 % interval of the median seed, n]. "
+        f"Δ = measured best-epoch median − published, for each source (like for like: the published figures are "
+        f"best epochs), and a verdict: reproduced where the published "
+        f"figure lies in the measured interval, better (lower error) or worse where the interval lies below or "
+        f"above it; with fewer than {stats.RUNS_NEEDED[stats.ONE_VALUE]} seeds too few runs, and no verdict from "
+        f"seeds that all gave the same error. {stats.METHOD} Settings: those of the measured runs that most "
+        f"often explain a gap (global batch, learning rate after --lr-scaling, epochs; the published nets "
+        f"trained at batch 128 for 164–300 epochs); the augmentation, random 32 px crops with 4 px padding and "
+        f"horizontal flips, is that of pytorch-classification on every run. Reached in: runs trained "
         f"with `--target-top1-err`: the target, then over the runs that reached it the median `time_to_target_s` "
         f"(wall seconds from run start to the end of the evaluation that reached it, as MLPerf counts them) and "
         f"`epochs_to_target`, "
         f"and how many of the finished runs with that target reached it. Params: published for 10 classes, "
-        f"measured from the CIFAR-10 runs. Epochs: those of the measured runs (the published ones trained "
-        f"164–300).",
+        f"measured from the CIFAR-10 runs.",
         environment_line(runs) + ".",
+        folded(by_cell),
         table,
         plot_line,
         flagged_runs(runs),
     ]
     return "\n\n".join(part for part in parts if part) + "\n"
+
+
+def folded(by_cell: dict) -> str:
+    """Above the table: the cells whose runs differ in more than their seed, and in which settings (a row is a net
+    of the published table, so every run of that net and data set is one cell)."""
+    lines = []
+    for (net, ds), runs in sorted(by_cell.items()):
+        settings = [settings_of(r) for r in runs]
+        shown = "; ".join(f"{k} {'/'.join(sorted({s.get(k, '?') for s in settings}))}" for k in varying(settings))
+        lines += [f"{net} {DATASETS[ds]}: {shown}"] if shown else []
+    if not lines:
+        return ""
+    return "Cells that fold runs of different settings (besides the seed): " + "; ".join(lines) + "."
 
 
 def _table_row(row: Row, cells: dict, by_cell: dict) -> list[str]:
@@ -141,21 +166,38 @@ def _table_row(row: Row, cells: dict, by_cell: dict) -> list[str]:
         published, cell = [row.error.get((source, ds)) for source in SOURCES], cells[row.net, ds]
         best = measured(by_cell[row.net, ds], BEST)
         line += [*map(_fmt, published), cell.cell(percent) if cell else "—", best.cell(percent) if best else "—",
-                 *(_difference(cell, figure) for figure in published), reached_in(by_cell[row.net, ds])]
-    epochs = sorted({int(r.data.params["epochs"]) for ds in DATASETS for r in by_cell[row.net, ds]})
-    return line + [", ".join(map(str, epochs)) or "—"]
+                 *(reproduction(best, figure) for figure in published), gap_settings(by_cell[row.net, ds]),
+                 reached_in(by_cell[row.net, ds])]
+    return line
 
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else percent(value)
 
 
-def _difference(cell: Measured | None, published: float | None) -> str:
-    """measured median − published, marked not significant where the measured interval holds the published."""
+def reproduction(cell: Measured | None, published: float | None) -> str:
+    """measured median − published, and whether the measured runs reproduce the published figure."""
     if cell is None or published is None:
         return "—"
-    text = f"{cell.median - published:+.2f}"
-    return f"{text} {NOT_SIGNIFICANT}" if cell.interval and not cell.interval.excludes(published) else text
+    difference = f"{cell.median - published:+.2f}"
+    runs = (len(cell.values),)
+    if not stats.enough_runs(runs, stats.ONE_VALUE):
+        return f"{difference}, too few runs ({runs[0]} of {stats.RUNS_NEEDED[stats.ONE_VALUE]})"
+    interval = stats.median_interval([[v] for v in cell.values])
+    if stats.withheld(runs, interval, stats.ONE_VALUE):
+        return f"{difference}, no verdict"
+    return f"{difference}, {VERDICTS[stats.side_of(interval, published)]}"
+
+
+def gap_settings(runs: list) -> str:
+    """The measured runs' global batch, lr after scaling and epochs (each distinct value)."""
+    if not runs:
+        return "—"
+    shown = []
+    for param, text in GAP_SETTINGS:
+        values = sorted({r.data.params.get(param, "?") for r in runs}, key=lambda v: (len(v), v))
+        shown.append(text.format("/".join(values)))
+    return ", ".join(shown)
 
 
 def reached_in(runs: list) -> str:

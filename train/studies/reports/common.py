@@ -8,21 +8,41 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
+from train.engine.schema import METRIC_BY_NAME
 from train.studies import stats
 from train.studies.figures import significant
 
 SPREAD_LIMIT_PCT = 10.0  # timing windows that disagree by more than this make a throughput figure suspect
+TIMED_UNITS = ("images/s", "s", "ms")  # figures read off the clock, which noisy timing windows make suspect
+REPEAT_PARAM = "seed"  # what repeats of one setting vary
+# params that change no figure of a report: where checkpoints go, and the peak TFLOP/s behind mfu_pct alone (the
+# first run on a machine measures it, later ones read it from a cache: another value and source for one setting)
+NO_EFFECT = frozenset({"checkpoint_dir", "peak_tflops", "peak_tflops_source"})
 
 
-def run_flags(run) -> list[str]:
-    """Why a figure from ``run`` must be marked in a report (empty when it can be trusted)."""
+def run_flags(run, metric: str | None = None) -> list[str]:
+    """Why ``metric`` from ``run`` must be marked in a report (empty when it can be trusted); without ``metric``,
+    every reason the run has. A run that did not finish concerns every figure; noisy timing windows only the
+    figures read off the clock."""
     flags = []
     if run.info.status != "FINISHED":
         flags.append(f"run {run.info.status.lower()}")
     spread = run.data.metrics.get("epoch_images_per_sec_spread")  # the last epoch's
-    if spread is not None and spread == spread and spread > SPREAD_LIMIT_PCT:  # NaN: fewer than two windows
+    if (spread is not None and spread == spread and spread > SPREAD_LIMIT_PCT  # NaN: fewer than two windows
+            and (metric is None or METRIC_BY_NAME[metric].unit in TIMED_UNITS)):
         flags.append(f"windows spread {spread:.0f} %")
     return flags
+
+
+def settings_of(run) -> dict[str, str]:
+    """Every param of ``run`` that can change a figure: all but the seed and ``NO_EFFECT``. Runs with the same
+    settings are repeats of one cell."""
+    return {k: v for k, v in sorted(run.data.params.items()) if k != REPEAT_PARAM and k not in NO_EFFECT}
+
+
+def varying(settings: list[dict[str, str]]) -> list[str]:
+    """The params whose values differ among ``settings`` (a param one of them lacks counts as "?"), sorted."""
+    return [k for k in sorted({k for one in settings for k in one}) if len({one.get(k, "?") for one in settings}) > 1]
 
 
 def markdown_table(headers: list[str], rows: list[list]) -> str:
@@ -48,8 +68,9 @@ class Measured:
 
     @functools.cached_property
     def interval(self) -> stats.Interval | None:
-        """The median's 95 % bootstrap interval over the runs (``train.studies.stats``); None for one run."""
-        return stats.median_interval([[v] for v in self.values]) if len(self.values) > 1 else None
+        """The 95 % interval of the median run (``train.studies.stats``); None for one run or a value <= 0."""
+        interval = stats.median_interval([[v] for v in self.values])
+        return interval if interval.defined else None
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -68,14 +89,17 @@ NOT_SIGNIFICANT = "n.s."
 
 
 def ratio_cell(cell: Measured, baseline: Measured) -> str:
-    """cell / baseline as ``1.52×``; with repeats on both sides also its 95 % interval, and ``n.s.`` where that
-    interval holds 1 (the same bootstrap over runs as the cells' intervals); marked when either is flagged."""
+    """cell / baseline as ``1.52×``; with the runs a verdict needs on both sides also its 95 % interval, and
+    ``n.s.`` where that interval holds 1 or gives no verdict (``compare``'s rule, ``train.studies.stats``); marked
+    when either is flagged."""
     flag = f" {FLAG_MARK}" if cell.flagged or baseline.flagged else ""
-    if not (cell.interval and baseline.interval):
-        return f"{cell.median / baseline.median:.2f}×{flag}"
+    runs = (len(baseline.values), len(cell.values))
     _, _, ratio = stats.ratio_interval([[v] for v in baseline.values], [[v] for v in cell.values])
+    if min(runs) < stats.RUNS_NEEDED[stats.ONE_VALUE] or not ratio.defined:
+        return f"{cell.median / baseline.median:.2f}×{flag}"
     text = f"{ratio.estimate:.2f}× [{ratio.low:.2f}–{ratio.high:.2f}]"
-    return (text if stats.direction(ratio) else f"{text} {NOT_SIGNIFICANT}") + flag
+    significant_difference = stats.direction(ratio) and not stats.withheld(runs, ratio, stats.ONE_VALUE)
+    return (text if significant_difference else f"{text} {NOT_SIGNIFICANT}") + flag
 
 
 def measured(runs, metric: str) -> Measured | None:
@@ -83,7 +107,7 @@ def measured(runs, metric: str) -> Measured | None:
     with_value = [r for r in runs if math.isfinite(r.data.metrics.get(metric, math.nan))]
     if not with_value:
         return None
-    trusted = [r for r in with_value if not run_flags(r)]
+    trusted = [r for r in with_value if not run_flags(r, metric)]
     return Measured(tuple(r.data.metrics[metric] for r in trusted or with_value), flagged=not trusted)
 
 
@@ -94,8 +118,9 @@ def flagged_runs(runs) -> str:
         return ""
     return "\n".join([
         "## Flagged runs", "",
-        f"A cell is the median over its finished runs with steady timing windows; a cell that has only "
-        f"flagged runs shows their figure, marked {FLAG_MARK}.", "", *lines])
+        f"A cell is the median over its finished runs, and a timed figure (images/s, seconds) over those with "
+        f"steady timing windows; a cell that has only flagged runs shows their figure, marked {FLAG_MARK}.", "",
+        *lines])
 
 
 def environment_line(runs) -> str:

@@ -2,7 +2,10 @@
 "Reproducible ImageNet Benchmarking for Keras and PyTorch" ranking (train/reference/imagenet_pretrained_ranking.csv).
 
 Only runs over one validation set are ranked together: that of the newest evaluation (its image count);
-of several runs of one net with the same weights, the newest counts.
+of several runs of one net with the same weights, the newest counts. Beside a published Acc@1, a reproduction
+verdict: reproduced where it lies in the measured Acc@1's 95 % interval over the evaluated images, better or worse
+where that interval lies above or below it (``stats.accuracy_interval``: fixed weights give the same figure on
+every repeat, so the noise is the sample of images, and one run is enough).
 """
 from __future__ import annotations
 
@@ -10,11 +13,13 @@ import functools
 from pathlib import Path
 
 from train.errors import UsageError
+from train.studies import stats
 from train.studies.published import read_reference
 from train.studies.reports.common import finished_runs_with, markdown_table, run_flags
 
 REFERENCE = "imagenet_pretrained_ranking"
 STUDY = "Reproducible ImageNet Benchmarking for Keras and PyTorch (Keras 2.2.4, PyTorch 1.0)"
+VERDICTS = {0: "reproduced", 1: "better", -1: "worse"}  # the measured Acc@1's interval holds, lies above, below
 
 
 @functools.cache
@@ -79,9 +84,11 @@ def _markdown(runs: list, val_size: str, left_out: list[str]) -> str:
         ref = published.get(p["arch_resolved"])
         rows.append([r1, r5, p["arch"], p["arch_resolved"], p["weights"], f"{m['eval_top1_acc']:.2f}",
                      f"{m['eval_top5_acc']:.2f}", f"{m['eval_top1_err']:.2f}", f"{m['eval_top5_err']:.2f}",
-                     f"{ref['acc1']:.2f} / {ref['acc5']:.2f} ({ref['platform']} {ref['model']})" if ref else "–"])
+                     f"{ref['acc1']:.2f} / {ref['acc5']:.2f} ({ref['platform']} {ref['model']})" if ref else "–",
+                     reproduction(m["eval_top1_acc"], int(val_size), ref["acc1"]) if ref else "–"])
     table = markdown_table(["rank Acc@1", "rank Acc@5", "arch", "net", "weights", "Acc@1 %", "Acc@5 %",
-                            "top-1 err %", "top-5 err %", "published Acc@1 / Acc@5 %"], rows)
+                            "top-1 err %", "top-5 err %", "published Acc@1 / Acc@5 %",
+                            "Acc@1 vs published [95 % CI over the images]"], rows)
     return "\n\n".join([
         "# Pretrained ImageNet nets: Acc@1 and Acc@5",
         f"{len(runs)} nets evaluated by `cnnbench evaluate` over the same {val_size} validation images, each "
@@ -89,9 +96,17 @@ def _markdown(runs: list, val_size: str, left_out: list[str]) -> str:
         table,
         f"Published: the ranking of *{STUDY}* (train/reference/{REFERENCE}.csv), on the full 50,000-image "
         "ImageNet-1k validation set with those frameworks' 2019 weights; torchvision and timm have republished "
-        "some weights since, so differences are expected where `weights` is newer.",
+        "some weights since, so differences are expected where `weights` is newer. Acc@1 vs published: "
+        "reproduced where the published Acc@1 lies in the measured one's exact (Clopper-Pearson) 95 % interval "
+        f"over these {val_size} images, better or worse where the interval lies above or below it; an "
+        "evaluation of fixed weights repeats exactly, so its noise is the sample of images, and one run suffices.",
         *left_out,
     ]) + "\n"
+
+
+def reproduction(accuracy_pct: float, images: int, published_pct: float) -> str:
+    interval = stats.accuracy_interval(accuracy_pct, images)
+    return f"{VERDICTS[stats.side_of(interval, published_pct)]} [{interval.low:.2f}–{interval.high:.2f}]"
 
 
 def _environment(runs: list) -> str:

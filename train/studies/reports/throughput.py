@@ -2,11 +2,13 @@
 each format and precision over NCHW fp32, the scaling efficiency of N workers against one, and a plot of images/s
 against batch size (like keras-mxnet's backend tables). One table per device.
 
-With repeats (seeds), a cell is the median over its runs with a 95 % bootstrap interval, and the speed-up its
-ratio to the NCHW fp32 cell of the same arch, data, batch and workers, with an interval; ``n.s.`` marks a
-speed-up whose interval holds 1. Scaling efficiency = images/s with N workers ÷ (N × images/s with 1 worker) at
-the same per-worker batch, format and precision; "1 worker" is every one-process run of that configuration,
-whatever its launcher.
+Runs are repeats of one cell only when every param that can change the figure is equal: all but the seed and
+those that change no figure (``reports.common.settings_of``); cells that the table's columns do not tell apart
+(eager and compiled, two SGD implementations, ...) name what else differs in the column "other settings".
+With repeats (seeds), a cell is the median over its runs with a 95 % interval, and the speed-up its ratio to the
+NCHW fp32 cell of otherwise equal settings, with an interval; ``n.s.`` marks a speed-up whose interval holds 1.
+Scaling efficiency = images/s with N workers ÷ (N × images/s with 1 worker) at otherwise equal settings; "1
+worker" is every one-process run of those settings, whatever its launcher.
 """
 from __future__ import annotations
 
@@ -20,31 +22,49 @@ from train.studies import stats
 from train.studies.figures import significant
 from train.studies.reports.common import (
     FLAG_MARK,
+    NO_EFFECT,
     NOT_SIGNIFICANT,
+    REPEAT_PARAM,
     Measured,
     environment_line,
     flagged_runs,
     markdown_table,
     measured,
     ratio_cell,
+    settings_of,
+    varying,
 )
 
 METRIC = TRAIN_IMAGES_PER_SEC
-# what one worker's images/s depends on; a table row adds how many workers ran and how they were launched
-CONFIG = ("device_name", "arch", "dataset", "image_size", "channels_last", "precision", "batch_size")
-ROW = (*CONFIG, "world_size", "launcher")
+# the settings a table row shows; a cell's other settings are named where they tell it from a cell of the same row
+ROW = ("device_name", "arch", "dataset", "image_size", "channels_last", "precision", "batch_size", "world_size",
+       "launcher")
+# what follows from the number of workers: the scaling efficiency's 1-worker run differs in these alone
+WORKERS = ("world_size", "launcher", "backend", "global_batch_size", "lr_scaled", "sync_bn")
 BASELINE = {"channels_last": "False", "precision": "fp32"}  # what the speed-up column divides by: NCHW fp32
-HEADERS = ["arch", "data", "batch / worker", "format", "precision", "launcher", "workers", "images/s",
-           "vs NCHW fp32", "images/s per worker", "scaling efficiency"]
+HEADERS = ["arch", "data", "batch / worker", "format", "precision", "launcher", "workers", "other settings",
+           "images/s", "vs NCHW fp32", "images/s per worker", "scaling efficiency"]
 
 
-def _key(run, fields: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(run.data.params.get(field, "?") for field in fields)
+Cell = tuple  # a cell's settings, as sorted (param, value) pairs
 
 
-def _order(row: tuple[str, ...]) -> tuple:
-    """Rows sorted as people read the tables: numbers as numbers (and before a missing "?")."""
-    return tuple((0, int(v), "") if v.isdigit() else (1, 0, v) for v in row)
+def _cell_of(run) -> Cell:
+    return tuple(settings_of(run).items())
+
+
+def _shown(cell: Cell) -> tuple[str, ...]:
+    settings = dict(cell)
+    return tuple(settings.get(field, "?") for field in ROW)
+
+
+def _order(cell: Cell) -> tuple:
+    """Rows sorted as people read the tables: numbers as numbers (and before a missing "?"), then the rest."""
+    return tuple((0, int(v), "") if v.isdigit() else (1, 0, v) for v in (*_shown(cell), *map(str, cell)))
+
+
+def _one_worker_key(cell: Cell) -> Cell:
+    return tuple((k, v) for k, v in cell if k not in WORKERS)
 
 
 def render(runs, out_dir: Path) -> Path:
@@ -53,13 +73,13 @@ def render(runs, out_dir: Path) -> Path:
         raise UsageError(f"no run in this experiment logged {METRIC}: nothing to tabulate")
     groups = defaultdict(list)
     for run in timed:
-        groups[_key(run, ROW)].append(run)
-    figures = {row: measured(group, METRIC) for row, group in sorted(groups.items(), key=lambda kv: _order(kv[0]))}
-    one_worker = {_key(r, CONFIG): [] for r in timed}
+        groups[_cell_of(run)].append(run)
+    figures = {cell: measured(group, METRIC) for cell, group in sorted(groups.items(), key=lambda kv: _order(kv[0]))}
+    one_worker = defaultdict(list)
     for run in timed:
         if run.data.params.get("world_size") == "1":
-            one_worker[_key(run, CONFIG)].append(run)
-    baselines = {config: measured(group, METRIC) for config, group in one_worker.items()}
+            one_worker[_one_worker_key(_cell_of(run))].append(run)
+    baselines = {key: measured(group, METRIC) for key, group in one_worker.items()}
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(figures, out_dir / "throughput.png")
     path = out_dir / "throughput.md"
@@ -67,40 +87,54 @@ def render(runs, out_dir: Path) -> Path:
     return path
 
 
+def other_settings(figures: dict) -> dict[Cell, str]:
+    """Per cell, the params by which it differs from the other cells of its row (its shown settings), as
+    ``compile=True, sgd_impl=fused``; "" where it is alone in its row."""
+    rows = defaultdict(list)
+    for cell in figures:
+        rows[_shown(cell)].append(dict(cell))
+    return {cell: ", ".join(f"{k}={dict(cell).get(k, '?')}" for k in varying(rows[_shown(cell)])) for cell in figures}
+
+
 def _markdown(figures: dict, baselines: dict, runs: list) -> str:
     metric = METRIC_BY_NAME[METRIC]
     parts = [
         "# Training throughput",
-        f"images/s: `{METRIC}` ({metric.unit}, all workers together), the {metric.aggregation}; with "
-        f"repeats the median over the runs [95 % bootstrap interval, n runs]. vs NCHW fp32: images/s ÷ that of "
-        f"the NCHW fp32 row with the same arch, data, batch, launcher and workers; with repeats on both sides its "
-        f"95 % interval (bootstrap over runs, each side resampled on its own), marked {NOT_SIGNIFICANT} where the "
-        f"interval holds 1 (no significant difference). Scaling efficiency = images/s with N workers ÷ "
-        f"(N × images/s with 1 worker) at the same per-worker batch, format and precision. {stats.FEW_VALUES}",
+        f"`{METRIC}` ({metric.unit}, all workers together): {metric.aggregation}; with "
+        f"repeats the median over the runs [95 % interval, n runs]. A cell holds the runs whose params are all "
+        f"equal but {REPEAT_PARAM} and {', '.join(sorted(NO_EFFECT))} (which change no figure here): no other "
+        f"setting is folded into a cell; where cells share a row's columns, \"other settings\" names what "
+        f"else differs. vs NCHW fp32: images/s ÷ that of the NCHW fp32 cell with otherwise equal settings; with "
+        f"repeats on both sides its 95 % interval, marked {NOT_SIGNIFICANT} where the interval holds 1 (no "
+        f"significant difference). Scaling efficiency = images/s with N workers ÷ (N × images/s with 1 worker) "
+        f"at otherwise equal settings, the 1-worker runs of any launcher folded together. {stats.METHOD}",
         environment_line(runs) + ".",
     ]
-    for device in sorted({row[0] for row in figures}):
-        rows = [_table_row(row, cell, figures, baselines) for row, cell in figures.items() if row[0] == device]
+    others = other_settings(figures)
+    for device in sorted({_shown(cell)[0] for cell in figures}):
+        rows = [_table_row(cell, figure, others[cell], figures, baselines)
+                for cell, figure in figures.items() if _shown(cell)[0] == device]
         parts += [f"## {device}", markdown_table(HEADERS, rows)]
     parts += ["![Training images/s against batch size](throughput.png)", flagged_runs(runs)]
     return "\n\n".join(part for part in parts if part) + "\n"
 
 
-def _table_row(row: tuple[str, ...], cell: Measured, figures: dict, baselines: dict) -> list[str]:
-    fields = dict(zip(ROW, row))
+def _table_row(cell: Cell, figure: Measured, other: str, figures: dict, baselines: dict) -> list[str]:
+    fields = dict(zip(ROW, _shown(cell)))
     world = int(fields["world_size"])
     return [fields["arch"], f"{fields['dataset']} {fields['image_size']} px", fields["batch_size"],
-            _format(fields["channels_last"]), fields["precision"], fields["launcher"], str(world),
-            cell.cell(), _speed_up(fields, cell, figures), significant(cell.median / world),
-            _efficiency(cell, world, baselines[row[:len(CONFIG)]])]
+            _format(fields["channels_last"]), fields["precision"], fields["launcher"], str(world), other or "—",
+            figure.cell(), _speed_up(cell, figure, figures), significant(figure.median / world),
+            _efficiency(figure, world, baselines.get(_one_worker_key(cell)))]
 
 
-def _speed_up(fields: dict, cell: Measured, figures: dict) -> str:
-    """This row's images/s over the NCHW fp32 row's of the same arch, data, batch, launcher and workers."""
-    if all(fields[key] == value for key, value in BASELINE.items()):
+def _speed_up(cell: Cell, figure: Measured, figures: dict) -> str:
+    """This cell's images/s over the NCHW fp32 cell's with otherwise equal settings."""
+    settings = dict(cell)
+    if all(settings.get(key) == value for key, value in BASELINE.items()):
         return "(baseline)"
-    baseline = figures.get(tuple({**fields, **BASELINE}[key] for key in ROW))
-    return ratio_cell(cell, baseline) if baseline else "— (no NCHW fp32 run)"
+    baseline = figures.get(tuple(sorted({**settings, **BASELINE}.items())))
+    return ratio_cell(figure, baseline) if baseline else "— (no NCHW fp32 run)"
 
 
 def _format(channels_last: str) -> str:
@@ -121,9 +155,11 @@ def plot(figures: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
     panels = defaultdict(lambda: defaultdict(list))  # panel -> series -> [(batch, cell)]
-    for row, cell in figures.items():
-        f = dict(zip(ROW, row))
+    others = other_settings(figures)
+    for key, cell in figures.items():
+        f = dict(zip(ROW, _shown(key)))
         series = f"{_format(f['channels_last'])} {f['precision']}, {f['launcher']} × {f['world_size']}"
+        series += f" ({others[key]})" if others[key] else ""
         panels[f["device_name"], f["arch"]][series].append((int(f["batch_size"]), cell))
     several_devices = len({device for device, _ in panels}) > 1
     colours = {s: f"C{i % 10}" for i, s in enumerate(sorted({s for series in panels.values() for s in series}))}
