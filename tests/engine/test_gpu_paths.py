@@ -400,10 +400,10 @@ def test_memory_is_the_most_allocated_reserved_and_used_of_any_epoch(monkeypatch
         monkeypatch.setattr(loop, "device_used_mib", lambda device: used)
         loop._note_memory(SingleProcess(DistContext()), state)
     assert (state.peak_mem_mib, state.peak_mem_reserved_mib, state.gpu_mem_used_mib) == (150.0, 200.0, 950.0)
-    assert {k: v for k, v in loop._run_metrics({"val_top1_err": 1, "val_top5_err": 0}, state).items()
+    assert {k: v for k, v in loop._run_metrics({"val_top1_err": 1, "val_top5_err": 0}, state, 1).items()
             if "mem" in k} == {"peak_mem_mib": 150.0, "peak_mem_reserved_mib": 200.0, "gpu_mem_used_mib": 950.0}
     cpu = loop.TrainState(peak_mem_mib=80.0)
-    assert "peak_mem_reserved_mib" not in loop._run_metrics({"val_top1_err": 1, "val_top5_err": 0}, cpu)
+    assert "peak_mem_reserved_mib" not in loop._run_metrics({"val_top1_err": 1, "val_top5_err": 0}, cpu, 1)
 
 
 # ---- Horovod on GPUs: NCCL, or a refusal (the build's facts injected: no GPU, and no Horovod rebuild, here) ----
