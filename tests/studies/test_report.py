@@ -300,6 +300,29 @@ def test_report_over_a_missing_or_empty_experiment_is_one_line_and_exit_2(tmp_pa
     assert not (tmp_path / "r").exists()
 
 
+def test_report_to_an_out_that_is_a_file_is_one_line_and_logs_no_report_run(ws, capsys):
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(ws.uri)
+    run_id = client.create_run(client.create_experiment("smoke")).info.run_id
+    params = {"device_name": "cpu", "arch": "resnet-20", "dataset": "digits", "image_size": "32",
+              "channels_last": "False", "precision": "fp32", "batch_size": "32", "world_size": "1",
+              "launcher": "single"}
+    client.log_batch(run_id, metrics=[Metric("train_images_per_sec", 100.0, 0, 0)],
+                     params=[Param(key, value) for key, value in params.items()])
+    client.set_terminated(run_id)
+    out = ws.root / "taken"
+    out.write_text("a file\n")
+    capsys.readouterr()  # MLflow's lines on creating the store
+    code, stdout, err = cnnbench(capsys, "report", "throughput", "--experiment", "smoke", "--tracking-uri", ws.uri,
+                                 "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert err == f"cnnbench: error: --out {out} is a file, not a folder: give a folder for the output\n"
+    assert [r.info.run_id for r in ws.runs("smoke")] == [run_id]  # no report run was logged
+    assert out.read_text() == "a file\n"
+
+
 def test_report_kind_without_its_module_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(KINDS, "sketch", "sketch")  # a kind whose module was never written
     code, _, err = cnnbench(capsys, "report", "sketch", "--experiment", "x", "--tracking-uri",

@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench report") -> int:
     render = renderer(args.kind)
     uri = tracking_uri(args.tracking_uri)
     runs = experiment_runs(uri, args.experiment)
+    writable_folder(args.out, "--out")
     with tempfile.TemporaryDirectory() as tmp:
         markdown = render(runs, Path(tmp))
         run_id = log_report(uri, args.experiment, args.kind, runs, Path(tmp))
@@ -74,6 +75,20 @@ def experiment_runs(uri: str, name: str) -> list:
     if not runs:
         raise UsageError(f"experiment {name!r} in {uri} has no training runs to report on")
     return runs
+
+
+def writable_folder(path: str | Path, flag: str) -> Path:
+    """``path`` made (with its parents) and written to once, so that a file in its way or a folder without write
+    permission is one line before any work is done or any run logged, not a traceback after."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a folder: give a folder for the output")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cnnbench-write-test"):
+            return folder
+    except OSError as err:
+        raise UsageError(f"{flag} {path} cannot be written: {err.strerror or err}") from None
 
 
 def log_report(uri: str, experiment: str, kind: str, runs: list, folder: Path) -> str:
