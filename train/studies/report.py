@@ -67,14 +67,20 @@ def renderer(kind: str):
 def experiment_runs(uri: str, name: str) -> list:
     """Every training run of experiment ``name`` (any status), report runs left out."""
     client = open_store(uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise UsageError(f"no experiment {name!r} in {uri} (it has: {', '.join(names) or 'none'})")
+    experiment = existing_experiment(client, uri, name)
     runs = [r for r in search_all_runs(client, experiment.experiment_id) if REPORT_TAG not in r.data.tags]
     if not runs:
         raise UsageError(f"experiment {name!r} in {uri} has no training runs to report on")
     return runs
+
+
+def existing_experiment(client, uri: str, name: str):
+    """Experiment ``name`` of the store; a name it lacks is a UsageError listing those it has."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise UsageError(f"no experiment {name!r} in {uri} (it has: {', '.join(names) or 'none'})")
+    return experiment
 
 
 def writable_folder(path: str | Path, flag: str) -> Path:
