@@ -110,6 +110,7 @@ def test_run_ids_the_same_numbers_twice_and_the_logged_artifact(store, capsys):
     logged = [r for r in ws.runs("cmp") if r.data.tags.get(REPORT_TAG) == "compare"]  # reports leave them out
     assert len(logged) == 2
     logged = next(r for r in logged if r.info.run_id in first)
+    assert logged.data.tags["cnnbench.end"] == "compare of 2 runs logged as artifacts (compare.json, compare.md)"
     artifacts = MlflowClient(ws.uri).download_artifacts(logged.info.run_id, "compare.json", str(ws.root))
     record = json.loads(open(artifacts).read())
     assert record["sides"]["A"]["runs"] == [a] and record["metrics"]["images/s"]["verdict"] == "B slower"

@@ -12,6 +12,7 @@ from PIL import Image
 from tests.fakedata import write_cifar10, write_cifar100
 from tests.studies.test_suite import CNNBENCH, cnnbench
 from tests.workspace import Workspace
+from train.engine.schema import is_trusted_spread
 from train.studies.figures import significant
 from train.studies.published import read_reference
 from train.studies.report import REPORT_TAG
@@ -145,12 +146,13 @@ def test_throughput_report_over_real_runs_shows_their_logged_images_per_second(s
     assert code == 0
     rows = table((out / "throughput.md").read_text(), "arch")
     runs = [r for r in study.runs("cifar_mini") if REPORT_TAG not in r.data.tags]
-    resnet_c10 = [r.data.metrics["train_images_per_sec"] for r in runs
-                  if (r.data.params["arch"], r.data.params["dataset"]) == ("resnet-20", "cifar10")]
+    resnet_c10 = [r for r in runs if (r.data.params["arch"], r.data.params["dataset"]) == ("resnet-20", "cifar10")]
+    rates = [r.data.metrics["train_images_per_sec"] for r in resnet_c10]
+    # one timing window per run (their epoch is shorter than a window): no spread says they are steady, so marked
+    steady = [is_trusted_spread(r.data.metrics["train_images_per_sec_spread"]) for r in resnet_c10]
     (row,) = [r for r in rows if r["arch"] == "resnet-20" and r["data"] == "cifar10 32 px"]
-    median = statistics.median(resnet_c10)
-    assert row["images/s"] == f"{significant(median)} [{significant(min(resnet_c10))}–" \
-                              f"{significant(max(resnet_c10))}, n=2]"
+    assert row["images/s"] == f"{significant(statistics.median(rates))} [{significant(min(rates))}–" \
+                              f"{significant(max(rates))}, n=2]" + ("" if any(steady) else " ⚠")
     assert (row["batch / worker"], row["format"], row["precision"], row["workers"]) == ("32", "NCHW", "fp32", "1")
     Image.open(out / "throughput.png").verify()
     assert pixels_near(out / "throughput.png", TAB_BLUE) > 50
@@ -178,7 +180,7 @@ def test_throughput_scaling_efficiency_is_against_the_median_one_worker_run(tmp_
     client = MlflowClient(ws.uri)
     experiment = client.create_experiment("scaling")
     for world, rate, spread in ((1, 100.0, 2.0), (1, 120.0, 3.0), (1, 110.0, 1.0), (2, 198.0, 4.0),
-                                (4, 500.0, 30.0)):
+                                (4, 500.0, 30.0), (8, 9.51, float("nan"))):  # NaN: the engine's spread of one window
         log_timed_run(client, experiment, world, rate, spread)
     code, _, _ = cnnbench(capsys, "report", "throughput", "--experiment", "scaling", "--out", str(tmp_path / "r"),
                           "--tracking-uri", ws.uri)
@@ -190,7 +192,11 @@ def test_throughput_scaling_efficiency_is_against_the_median_one_worker_run(tmp_
     assert rows["2"]["images/s per worker"] == "99.0"
     assert rows["4"]["images/s"] == "500 ⚠"  # windows spread 30 % > 10 %: flagged, and said why
     assert rows["4"]["scaling efficiency"] == f"{100 * 500 / (4 * 110):.1f} % ⚠"
-    assert "windows spread 30 %" in markdown and "## test GPU" in markdown
+    assert rows["8"]["images/s"] == "9.51 ⚠"  # one window: no spread says the figure is steady
+    (report,) = [r for r in ws.runs("scaling") if REPORT_TAG in r.data.tags]  # it trained no epoch: says what it did
+    assert report.data.tags["cnnbench.end"] == "throughput of 6 runs logged as artifacts (throughput.md, throughput.png)"
+    assert "windows spread 30 % (over 10 %)" in markdown and "## test GPU" in markdown
+    assert "w8 (`" in markdown and "one timing window: no spread to tell a steady figure" in markdown
 
 
 SPEED_UPS = {  # (channels_last, precision) -> images/s of its repeats

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -101,6 +102,7 @@ def log_report(uri: str, experiment: str, kind: str, runs: list, folder: Path) -
     """A run holding the report's files, with the ids of the runs it was made from (config.json)."""
     tracker = MlflowTracker(uri, experiment)
     config = {"report": kind, "experiment": experiment, "runs": [r.info.run_id for r in runs]}
-    with tracker.run(f"report: {kind}", {}, config, {REPORT_TAG: kind}):
+    with tracker.run(f"report: {kind}", {}, config, {REPORT_TAG: kind}) as end:
         tracker.client.log_artifacts(tracker.run_id, str(folder))
+        end.reason = f"{kind} of {len(runs)} runs logged as artifacts ({', '.join(sorted(os.listdir(folder)))})"
     return tracker.run_id

@@ -8,20 +8,21 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
+from train.engine.schema import TRUSTED_SPREAD_PCT, is_trusted_spread
 from train.studies import stats
 from train.studies.figures import significant
 
-SPREAD_LIMIT_PCT = 10.0  # timing windows that disagree by more than this make a throughput figure suspect
-
-
-def run_flags(run) -> list[str]:
-    """Why a figure from ``run`` must be marked in a report (empty when it can be trusted)."""
+def run_flags(run, metric: str | None = None) -> list[str]:
+    """Why a figure (``metric``; None: any) from ``run`` must be marked in a report (empty when it can be trusted).
+    Timing windows say nothing of an accuracy, so they mark only images/s figures."""
     flags = []
     if run.info.status != "FINISHED":
         flags.append(f"run {run.info.status.lower()}")
     spread = run.data.metrics.get("train_images_per_sec_spread")
-    if spread is not None and spread == spread and spread > SPREAD_LIMIT_PCT:  # NaN: fewer than two windows
-        flags.append(f"windows spread {spread:.0f} %")
+    timed = metric is None or "images_per_sec" in metric
+    if timed and spread is not None and not is_trusted_spread(spread):
+        flags.append(f"windows spread {spread:.0f} % (over {TRUSTED_SPREAD_PCT:g} %)" if math.isfinite(spread)
+                     else "one timing window: no spread to tell a steady figure")
     return flags
 
 
@@ -83,18 +84,20 @@ def measured(runs, metric: str) -> Measured | None:
     with_value = [r for r in runs if math.isfinite(r.data.metrics.get(metric, math.nan))]
     if not with_value:
         return None
-    trusted = [r for r in with_value if not run_flags(r)]
+    trusted = [r for r in with_value if not run_flags(r, metric)]
     return Measured(tuple(r.data.metrics[metric] for r in trusted or with_value), flagged=not trusted)
 
 
-def flagged_runs(runs) -> str:
-    """A Markdown section naming every flagged run and why (empty when none is)."""
-    lines = [f"- {r.info.run_name} (`{r.info.run_id}`): {', '.join(run_flags(r))}" for r in runs if run_flags(r)]
+def flagged_runs(runs, metric: str | None = None) -> str:
+    """A Markdown section naming every run flagged for ``metric`` (None: any figure) and why (empty when none is)."""
+    lines = [f"- {r.info.run_name} (`{r.info.run_id}`): {', '.join(run_flags(r, metric))}"
+             for r in runs if run_flags(r, metric)]
     if not lines:
         return ""
     return "\n".join([
         "## Flagged runs", "",
-        f"A cell is the median over its finished runs with steady timing windows; a cell that has only "
+        f"A cell is the median over its finished runs (for images/s: with steady timing windows, spread at most "
+        f"{TRUSTED_SPREAD_PCT:g} % over two windows or more); a cell that has only "
         f"flagged runs shows their figure, marked {FLAG_MARK}.", "", *lines])
 
 
