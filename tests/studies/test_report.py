@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fakedata import write_cifar10, write_cifar100
+from tests.fakedata import write_cifar10, write_cifar100, write_imagefolder
 from tests.studies.test_suite import CNNBENCH, cnnbench
 from tests.workspace import Workspace
 from train.engine.schema import is_trusted_spread
@@ -327,6 +327,19 @@ def test_report_to_an_out_that_is_a_file_is_one_line_and_logs_no_report_run(ws, 
     assert err == f"cnnbench: error: --out {out} is a file, not a folder: give a folder for the output\n"
     assert [r.info.run_id for r in ws.runs("smoke")] == [run_id]  # no report run was logged
     assert out.read_text() == "a file\n"
+
+
+@pytest.mark.parametrize("command", [["analyze", "--arch", "resnet18"],
+                                     ["evaluate", "--arch", "resnet18", "--pretrained", "--data-dir", "DATA"]])
+def test_a_study_whose_out_is_a_file_stops_in_one_line_before_any_net_runs(ws, capsys, command):
+    data = write_imagefolder(ws.root / "data", train_per_class=0, val_per_class=1)
+    out = ws.root / "taken"
+    out.write_text("a file\n")
+    code, stdout, err = cnnbench(capsys, *[str(data) if arg == "DATA" else arg for arg in command],
+                                 "--tracking-uri", ws.uri, "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert err == f"cnnbench: error: --out {out} is a file, not a folder: give a folder for the output\n"
+    assert ws.runs("imagenet") == [] and out.read_text() == "a file\n"  # no net measured, no run opened
 
 
 def test_report_kind_without_its_module_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
