@@ -53,3 +53,26 @@ def test_abbreviated_flags_are_refused_in_one_line_with_the_one_prefix(argv, abb
     assert proc.returncode == 2
     (line,) = proc.stderr.splitlines()
     assert line.startswith("cnnbench: error: ") and abbreviated in line
+
+
+@pytest.mark.parametrize("pattern", ["RESNET-20", "ResNet-2?", "resnet-20"])
+def test_model_names_match_whatever_their_case_in_every_list(pattern, capsys):
+    from train.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["models", pattern, "--format", "csv"])
+    assert done.value.code == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()] == ["name", "resnet-20"]
+
+
+@pytest.mark.parametrize("pattern, line", [
+    ("zzz*", "cnnbench: error: no net of cifar, torchvision matches 'zzz*'; --source all lists timm's nets too"),
+    ("RESNT-11*", "cnnbench: error: no net of cifar, torchvision matches 'RESNT-11*' (close: resnet-110"),
+])
+def test_a_pattern_that_matches_no_net_is_one_line_and_exit_2(pattern, line, capsys):
+    from train.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["models", pattern])
+    out, err = capsys.readouterr()
+    assert done.value.code == 2 and out == "" and err.count("\n") == 1 and err.startswith(line), err

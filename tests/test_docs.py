@@ -3,7 +3,8 @@ written, on this CPU.
 
 Each page's runnable blocks run in order, in a fresh folder of their own that holds what a user's checkout holds
 (the launchers, benchmarks and suites, linked) and a ``data/`` folder with generated CIFAR-10/100 batches, where the
-pages say ``--data-dir data``; the venv's ``python``, ``cnnbench``, ``torchrun`` and ``horovodrun`` come first on PATH.
+pages say ``--data-dir data --download`` (a user's first run downloads CIFAR there; this machine has no network, and
+``--download`` fetches nothing where the batches are already); the venv's ``python``, ``cnnbench``, ``torchrun`` and ``horovodrun`` come first on PATH.
 Blocks not marked runnable need a GPU, a data set, a server or hours.
 """
 from __future__ import annotations
@@ -33,6 +34,13 @@ PAGES_WITH_COMMANDS = [page for page in PAGES if runnable_blocks(page)]
 def test_the_pages_mark_commands_runnable():
     assert sum(len(runnable_blocks(page)) for page in PAGES) >= 10, "runnable blocks went missing"
     assert REPO / "README.md" in PAGES_WITH_COMMANDS
+
+
+def test_a_launcher_reading_cifar_from_data_makes_that_folder_itself():
+    """The tour never makes ``data/``: a launcher line that reads CIFAR from it must download it (--download)."""
+    lines = [line for page in PAGES for block in runnable_blocks(page) for line in block.splitlines()
+             if "launchers/" in line and re.search(r"--dataset cifar\d+ .*--data-dir data\b", line)]
+    assert lines and all("--download" in line for line in lines), lines
 
 
 @pytest.mark.slow

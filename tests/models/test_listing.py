@@ -7,8 +7,11 @@ import re
 import subprocess
 import sys
 
-from train.models import complexity, resolve_model
-from train.models.__main__ import HEADINGS, main
+import pytest
+
+from train.models import complexity, forward_flops_per_image, list_models, resolve_model
+from train.models._registry import _build_unallocated
+from train.models.__main__ import FAMILY_CLASSES, HEADINGS, main
 from train.studies.figures import significant
 
 PATTERN = "resnet[-1][28]*"  # resnet-20 (CIFAR) and resnet18 (torchvision): one net of each source, quick to count
@@ -33,7 +36,8 @@ def test_csv_has_every_column_of_the_table_and_its_figures_unrounded(capsys):
     assert [row[0] for row in rows] == [row[0] for row in table] == list(NETS)
     for row, shown in zip(rows, table):
         fields = dict(zip(HEADINGS, row))
-        params, flops = complexity(resolve_model(fields["name"]), 10)
+        entry = resolve_model(fields["name"])
+        params, flops = complexity(entry, FAMILY_CLASSES[entry.family])
         assert (fields["source"], int(fields["input"])) == NETS[fields["name"]]
         assert (float(fields["params (M)"]), float(fields["GFLOPs"]), float(fields["GMACs"])) == (
             params / 1e6, flops / 1e9, flops / 2e9)
@@ -47,3 +51,26 @@ def test_unknown_source_is_one_line_and_exit_2():
     assert done.returncode == 2 and done.stdout == ""
     assert "--source: 'caffe' is not a source; give cifar, torchvision, timm (comma-separated) or all" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_each_net_is_listed_with_its_own_head_unless_a_dataset_is_given(capsys):
+    def params(*flags: str) -> dict[str, float]:
+        assert main(["resnet[-5][20]*", "--format", "csv", *flags]) == 0
+        _, *rows = csv.reader(io.StringIO(capsys.readouterr().out))
+        return {row[0]: float(row[3]) for row in rows}
+
+    # resnet50 has 25.557032 M parameters with ImageNet's 1000-class head, 23.528522 M with a 10-class one
+    assert params() == {"resnet-20": 0.272474, "resnet50": 25.557032}
+    assert params("--dataset", "cifar10") == {"resnet-20": 0.272474, "resnet50": 23.528522}
+
+
+def test_library_names_are_in_natural_order():
+    names = [e.name for e in list_models("resnet*", ("torchvision",))]
+    assert names == ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+
+
+@pytest.mark.parametrize("name", ["resnet-164", "densenet121"])
+def test_counting_without_batch_norm_layers_gives_the_flops_of_the_whole_net(name):
+    entry = resolve_model(name)  # BatchNorm layers are left out of the count, as torch's counter gives them 0
+    whole = forward_flops_per_image(_build_unallocated(entry, 10), entry.input_size)
+    assert complexity(entry, 10)[1] == whole

@@ -140,6 +140,22 @@ def test_a_metric_over_runs_that_differ_in_what_defines_it_is_refused(store, cap
         assert code == 0  # images/s over those runs is still compared
 
 
+def test_two_sets_of_runs_of_one_level_are_no_significant_difference_for_every_metric(store, capsys):
+    ws, client, experiment = store
+    rng = np.random.default_rng(11)
+    for precision in ("fp32", "bf16") * 3:  # the same true level on both sides
+        log_run(client, experiment, precision, windows_of(rng, 100.0),
+                {"final_val_top1_err": rng.normal(10, 0.5), "time_to_target_s": rng.normal(60, 3)})
+    code, out, _ = compare(capsys, ws, "--a", "params.precision = 'fp32'", "--b", "params.precision = 'bf16'")
+    assert code == 0
+    rows = rows_of(out)
+    assert list(rows) == ["images/s", "val-error", "time-to-target"]  # every metric the runs logged
+    for row in rows.values():
+        estimate, low, high = interval(row["B / A [95 % CI]"])
+        assert low < 1 < high and row["verdict"] == "no significant difference"
+    assert "Caution" not in out  # 3 runs per side
+
+
 def test_run_ids_the_same_numbers_twice_and_the_logged_artifact(store, capsys):
     from mlflow import MlflowClient
 
@@ -159,6 +175,7 @@ def test_run_ids_the_same_numbers_twice_and_the_logged_artifact(store, capsys):
     logged = [r for r in ws.runs("cmp") if r.data.tags.get(REPORT_TAG) == "compare"]  # reports leave them out
     assert len(logged) == 2
     logged = next(r for r in logged if r.info.run_id in first)
+    assert logged.data.tags["cnnbench.end"] == "compare of 2 runs logged as artifacts (compare.json, compare.md)"
     artifacts = MlflowClient(ws.uri).download_artifacts(logged.info.run_id, "compare.json", str(ws.root))
     record = json.loads(open(artifacts).read())
     assert record["sides"]["A"]["runs"] == [a] and record["metrics"]["images/s"]["ratio"]["low"] is None
@@ -203,6 +220,34 @@ def test_bad_input_is_one_line_and_exit_2(store, capsys, case):
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert err.startswith("cnnbench") and "error: " in err and message in err, err
     assert "Traceback" not in err
+
+
+MISLEADING_BEFORE = {  # inputs once answered with a wrong reason or accepted: the one line that says what is wrong
+    "no such experiment": (["--experiment", "nosuch", "--a", "params.precision = 'fp32'", "--b",
+                            "params.precision = 'bf16'"], "no experiment 'nosuch' in sqlite:///"),
+    "a report run by id": (["--a-runs", "REPORT", "--b", "params.precision = 'bf16'"],
+                           "run REPORT is a throughput run (cnnbench.report), not a training run"),
+    "empty filter": (["--a", " ", "--b", "params.precision = 'bf16'"], "--a is empty: give a filter"),
+    "the same run on both sides": (["--a-runs", "FP32", "--b-runs", "FP32"],
+                                   "run FP32 on both sides: A and B must be different runs"),
+    "a run on both sides by filter": (["--a", "params.precision = 'fp32'", "--b", "attributes.status = 'FINISHED'"],
+                                      "run FP32 on both sides: A and B must be different runs"),
+}
+
+
+def test_a_missing_experiment_a_report_run_an_empty_filter_or_a_shared_run_is_named_in_one_line(store, capsys):
+    ws, client, experiment = store
+    rng = np.random.default_rng(1)
+    ids = {"FP32": log_run(client, experiment, "fp32", windows_of(rng, 100.0)),
+           "REPORT": log_run(client, experiment, "fp32", [], tags={REPORT_TAG: "throughput"})}
+    log_run(client, experiment, "bf16", windows_of(rng, 100.0))
+    capsys.readouterr()  # MLflow's lines on creating the store
+    for case, (argv, message) in MISLEADING_BEFORE.items():
+        for name, run_id in ids.items():
+            argv, message = [run_id if word == name else word for word in argv], message.replace(name, run_id)
+        code, out, err = compare(capsys, ws, *argv)
+        assert (code, out) == (2, "") and err.count("\n") == 1, (case, err)
+        assert err.startswith(f"cnnbench: error: {message}"), (case, err)
 
 
 def test_figures_carry_three_significant_digits_at_any_size(store, capsys):

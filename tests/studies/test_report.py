@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fakedata import write_cifar10, write_cifar100
+from tests.fakedata import write_cifar10, write_cifar100, write_imagefolder
 from tests.studies.test_suite import CNNBENCH, cnnbench
 from tests.workspace import Workspace
+from train.engine.schema import is_trusted_spread
 from train.studies.figures import significant
 from train.studies.published import read_reference
 from train.studies.report import REPORT_TAG
@@ -151,12 +152,14 @@ def test_throughput_report_over_real_runs_shows_their_logged_images_per_second(s
     assert code == 0
     rows = table((out / "throughput.md").read_text(), "arch")
     runs = [r for r in study.runs("cifar_mini") if REPORT_TAG not in r.data.tags]
-    resnet_c10 = [r.data.metrics["train_images_per_sec"] for r in runs
-                  if (r.data.params["arch"], r.data.params["dataset"]) == ("resnet-20", "cifar10")]
+    resnet_c10 = [r for r in runs if (r.data.params["arch"], r.data.params["dataset"]) == ("resnet-20", "cifar10")]
+    rates = [r.data.metrics["train_images_per_sec"] for r in resnet_c10]
+    # one timing window per run (their epoch is shorter than a window): no spread says they are steady, so marked
+    steady = [is_trusted_spread(r.data.metrics["epoch_images_per_sec_spread"]) for r in resnet_c10]
     (row,) = [r for r in rows if r["arch"] == "resnet-20" and r["data"] == "cifar10 32 px"]
-    ci = median_interval([[v] for v in resnet_c10])  # two seeds, every other setting equal: one cell
-    assert row["images/s"] == f"{significant(statistics.median(resnet_c10))} [{significant(ci.low)}–" \
-                              f"{significant(ci.high)}, n=2]"
+    ci = median_interval([[v] for v in rates])  # two seeds, every other setting equal: one cell
+    assert row["images/s"] == f"{significant(statistics.median(rates))} [{significant(ci.low)}–" \
+                              f"{significant(ci.high)}, n=2]" + ("" if any(steady) else " ⚠")
     assert (row["batch / worker"], row["format"], row["precision"], row["workers"]) == ("32", "NCHW", "fp32", "1")
     Image.open(out / "throughput.png").verify()
     assert pixels_near(out / "throughput.png", TAB_BLUE) > 50
@@ -184,7 +187,7 @@ def test_throughput_scaling_efficiency_is_against_the_median_one_worker_run(tmp_
     client = MlflowClient(ws.uri)
     experiment = client.create_experiment("scaling")
     for world, rate, spread in ((1, 100.0, 2.0), (1, 120.0, 3.0), (1, 110.0, 1.0), (2, 198.0, 4.0),
-                                (4, 500.0, 30.0)):
+                                (4, 500.0, 30.0), (8, 9.51, float("nan"))):  # NaN: the engine's spread of one window
         log_timed_run(client, experiment, world, rate, spread)
     code, _, _ = cnnbench(capsys, "report", "throughput", "--experiment", "scaling", "--out", str(tmp_path / "r"),
                           "--tracking-uri", ws.uri)
@@ -196,7 +199,11 @@ def test_throughput_scaling_efficiency_is_against_the_median_one_worker_run(tmp_
     assert rows["2"]["images/s per worker"] == "99.0"
     assert rows["4"]["images/s"] == "500 ⚠"  # windows spread 30 % > 10 %: flagged, and said why
     assert rows["4"]["scaling efficiency"] == f"{100 * 500 / (4 * 110):.1f} % ⚠"
-    assert "windows spread 30 %" in markdown and "## test GPU" in markdown
+    assert rows["8"]["images/s"] == "9.51 ⚠"  # one window: no spread says the figure is steady
+    (report,) = [r for r in ws.runs("scaling") if REPORT_TAG in r.data.tags]  # it trained no epoch: says what it did
+    assert report.data.tags["cnnbench.end"] == "throughput of 6 runs logged as artifacts (throughput.md, throughput.png)"
+    assert "windows spread 30 % (over 10 %)" in markdown and "## test GPU" in markdown
+    assert "w8 (`" in markdown and "one timing window: no spread to tell a steady figure" in markdown
 
 
 def test_throughput_cells_hold_only_runs_whose_every_setting_is_equal(tmp_path, capsys):
@@ -365,6 +372,42 @@ def test_report_over_a_missing_or_empty_experiment_is_one_line_and_exit_2(tmp_pa
                                   "--out", str(tmp_path / "r"))
         assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_report_to_an_out_that_is_a_file_is_one_line_and_logs_no_report_run(ws, capsys):
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(ws.uri)
+    run_id = client.create_run(client.create_experiment("smoke")).info.run_id
+    params = {"device_name": "cpu", "arch": "resnet-20", "dataset": "digits", "image_size": "32",
+              "channels_last": "False", "precision": "fp32", "batch_size": "32", "world_size": "1",
+              "launcher": "single"}
+    client.log_batch(run_id, metrics=[Metric("train_images_per_sec", 100.0, 0, 0)],
+                     params=[Param(key, value) for key, value in params.items()])
+    client.set_terminated(run_id)
+    out = ws.root / "taken"
+    out.write_text("a file\n")
+    capsys.readouterr()  # MLflow's lines on creating the store
+    code, stdout, err = cnnbench(capsys, "report", "throughput", "--experiment", "smoke", "--tracking-uri", ws.uri,
+                                 "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert err == f"cnnbench: error: --out {out} is a file, not a folder: give a folder for the output\n"
+    assert [r.info.run_id for r in ws.runs("smoke")] == [run_id]  # no report run was logged
+    assert out.read_text() == "a file\n"
+
+
+@pytest.mark.parametrize("command", [["analyze", "--arch", "resnet18"],
+                                     ["evaluate", "--arch", "resnet18", "--pretrained", "--data-dir", "DATA"]])
+def test_a_study_whose_out_is_a_file_stops_in_one_line_before_any_net_runs(ws, capsys, command):
+    data = write_imagefolder(ws.root / "data", train_per_class=0, val_per_class=1)
+    out = ws.root / "taken"
+    out.write_text("a file\n")
+    code, stdout, err = cnnbench(capsys, *[str(data) if arg == "DATA" else arg for arg in command],
+                                 "--tracking-uri", ws.uri, "--out", str(out))
+    assert code == 2 and stdout == ""
+    assert err == f"cnnbench: error: --out {out} is a file, not a folder: give a folder for the output\n"
+    assert ws.runs("imagenet") == [] and out.read_text() == "a file\n"  # no net measured, no run opened
 
 
 def test_report_kind_without_its_module_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):

@@ -234,6 +234,19 @@ BAD_SUITES = {
     "suite-owned key": ("settings: {tracking_uri: x}\ngrid: {arch: [resnet-20]}\n", 1, "tracking_uri",
                         "set by the suite"),
     "not YAML": ("grid:\n  arch: [resnet-20\n", 3, "", "not valid YAML"),
+    "recursive alias": ("settings: &a {epochs: *a}\ngrid: {arch: [resnet-20]}\n", 1, "",
+                        "found unconstructable recursive node"),
+    "python tag": ("settings: {epochs: !!python/object/apply:os.getpid []}\ngrid: {arch: [resnet-20]}\n", 1, "",
+                   "could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.getpid'"),
+    "repeated value": ("grid:\n  arch: [resnet-20, resnet-32]\n  batch_size:\n    - 32\n    - 64\n    - 32\n", 6,
+                       "batch_size", "32 given twice (first on line 4)"),
+    "repeated bundle": ("grid:\n  model:\n    - {arch: resnet-20, batch_size: 32}\n    - {batch_size: 32, arch: resnet-20}\n",
+                        4, "model", "arch=resnet-20 batch_size=32 given twice (first on line 3)"),
+    # 102.4 M points: counted before they are made (made, they filled the memory for minutes)
+    "too many points": ("grid:\n" + "".join(f"  {axis}: [{', '.join(str(i) for i in range(1, 41))}]\n"
+                                            for axis in ("epochs", "batch_size", "seed", "warmup_steps", "workers")),
+                        1, "grid", "102,400,000 points (epochs 40 × batch_size 40 × seed 40 × warmup_steps 40 × "
+                                   "workers 40), over the 10,000 a suite may have"),
 }
 
 
@@ -246,6 +259,26 @@ def test_a_bad_suite_file_is_one_line_naming_line_and_key_and_exit_2(tmp_path, c
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"cnnbench: error: {path}:{line}: {key}"), err
     assert message in err
+
+
+def test_a_python_tag_in_a_suite_file_runs_nothing(tmp_path, capsys):
+    made = tmp_path / "made-by-yaml"
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"settings: {{epochs: !!python/object/apply:os.mkdir [{str(made)!r}]}}\ngrid: {{arch: [resnet-20]}}\n")
+    for action in (["run", "--dry-run"], ["plan"]):
+        code, out, err = cnnbench(capsys, "suite", *action, str(path))
+        assert code == 2 and out == "" and err.count("\n") == 1 and "could not determine a constructor" in err, err
+    assert not made.exists()
+
+
+def test_a_log_dir_that_is_a_file_is_one_line_before_any_point_runs(ws, capsys):
+    suite, log_dir = ws.root / "one.yaml", ws.root / "taken"
+    suite.write_text("settings: {dataset: digits, epochs: 1}\ngrid: {arch: [resnet-20]}\n")
+    log_dir.write_text("a file\n")
+    code, out, err = cnnbench(capsys, "suite", "run", str(suite), "--log-dir", str(log_dir), "--tracking-uri", ws.uri)
+    assert code == 2 and out == ""
+    assert err == f"cnnbench: error: --log-dir {log_dir} is a file, not a folder: give a folder for the output\n"
+    assert ws.runs("one") == [] and log_dir.read_text() == "a file\n"
 
 
 def test_a_missing_suite_file_is_one_line_and_exit_2(tmp_path, capsys):

@@ -42,7 +42,7 @@ from train.studies.evaluate import add_device_and_tracking_flags
 from train.studies.figures import significant
 from train.studies.helptext import LaidOutHelp
 from train.studies.pretrained import imagenet_entry
-from train.studies.report import experiment_runs
+from train.studies.report import experiment_runs, writable_folder
 
 log = logging.getLogger("cnnbench")
 NUM_CLASSES = 1000  # ImageNet-1k heads, as published
@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench analyze") -> int:
     entries = [imagenet_entry(arch) for arch in args.arch]  # every name checked before any work
     uri = tracking_uri(args.tracking_uri)
     client = open_store(uri)  # and the store: an unreachable one fails now, not after the first net
+    writable_folder(args.out, "--out")  # and where the report goes
     run_ids = [_analyse_in_run(arch, entry, settings, args, uri)
                for arch, entry in zip(args.arch, tqdm(entries, desc="nets", unit="net", disable=None))]
     report = _report(client, uri, args.experiment, Path(args.out), run_ids)

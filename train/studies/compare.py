@@ -30,7 +30,7 @@ from train.errors import UsageError
 from train.studies import stats
 from train.studies.figures import percent, significant
 from train.studies.helptext import LaidOutHelp
-from train.studies.report import REPORT_TAG, log_report
+from train.studies.report import REPORT_TAG, existing_experiment, log_report
 from train.studies.reports.common import NO_EFFECT, markdown_table
 
 KIND = "compare"
@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench compare") -> int:
     args = _parser(prog).parse_args(argv)
     uri = tracking_uri(args.tracking_uri)
     client = open_store(uri)
-    sides = [select_side(client, label, getattr(args, label.lower()), getattr(args, f"{label.lower()}_runs"),
+    sides = [select_side(client, uri, label, getattr(args, label.lower()), getattr(args, f"{label.lower()}_runs"),
                          args.experiment) for label in ("A", "B")]
+    _refuse_shared_runs(*sides)
     samples = logged_samples(client, sides, args.metric)
     for name in samples:
         refuse_mixed(name, sides)
@@ -109,12 +110,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 
 # ---- the runs of each side ----
 
-def select_side(client, label: str, filter_string: str | None, run_ids: list[str] | None, experiment: str) -> Side:
+def select_side(client, uri: str, label: str, filter_string: str | None, run_ids: list[str] | None,
+                experiment: str) -> Side:
     if run_ids:
         return Side(label, "runs " + " ".join(run_ids), _sorted([_finished_run(client, run_id) for run_id in run_ids]))
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise UsageError(f"--{label.lower()}: no experiment {experiment!r} to filter (give --experiment)")
+    if not filter_string.strip():  # MLflow reads an empty filter as "every run"
+        raise UsageError(f"--{label.lower()} is empty: give a filter, e.g. \"params.precision = 'bf16'\", or "
+                         f"--{label.lower()}-runs RUN_ID ...")
+    found = existing_experiment(client, uri, experiment)
     try:
         runs = search_all_runs(client, found.experiment_id, filter_string)
     except Exception as err:  # MLflow says what is wrong with the filter; its first line is enough
@@ -135,9 +138,20 @@ def _finished_run(client, run_id: str):
         run = client.get_run(run_id)
     except Exception as err:
         raise UsageError(f"no run {run_id!r} in the store: {_first_line(err)}") from None
+    if REPORT_TAG in run.data.tags:
+        raise UsageError(f"run {run_id} is a {run.data.tags[REPORT_TAG]} run ({REPORT_TAG}), not a training run: "
+                         f"compare takes training runs")
     if run.info.status != "FINISHED":
         raise UsageError(f"run {run_id} is {run.info.status}: compare takes FINISHED runs only")
     return run
+
+
+def _refuse_shared_runs(a: Side, b: Side) -> None:
+    """A run on both sides is compared with itself: the verdict would say nothing about A against B."""
+    shared = sorted({r.info.run_id for r in a.runs} & {r.info.run_id for r in b.runs})
+    if shared:
+        raise UsageError(f"run{'s' * (len(shared) > 1)} {', '.join(shared)} on both sides: A and B must be "
+                         f"different runs")
 
 
 def _sorted(runs: list) -> list:

@@ -37,7 +37,7 @@ from train.errors import UsageError
 from train.models import ModelEntry
 from train.studies.helptext import LaidOutHelp
 from train.studies.pretrained import EvalModel, imagenet_entry, load_file, load_published, published_classes
-from train.studies.report import OUT, experiment_runs
+from train.studies.report import OUT, experiment_runs, writable_folder
 from train.studies.reports import imagenet
 
 log = logging.getLogger("cnnbench")
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench evaluate") -> int:
     entries = [imagenet_entry(arch) for arch in args.arch]  # every name checked before any work
     uri = tracking_uri(args.tracking_uri)
     open_store(uri)  # and the store: an unreachable one fails now, not after the first net
+    writable_folder(args.out, "--out")  # and where the ranking goes
     for arch, entry in zip(args.arch, entries):
         net = _load(entry, args, classes)
         _evaluate(net, arch, val_dir, args, device, uri)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench report") -> int:
     render = renderer(args.kind)
     uri = tracking_uri(args.tracking_uri)
     runs = experiment_runs(uri, args.experiment)
+    writable_folder(args.out, "--out")
     with tempfile.TemporaryDirectory() as tmp:
         markdown = render(runs, Path(tmp))
         run_id = log_report(uri, args.experiment, args.kind, runs, Path(tmp))
@@ -66,20 +68,41 @@ def renderer(kind: str):
 def experiment_runs(uri: str, name: str) -> list:
     """Every training run of experiment ``name`` (any status), report runs left out."""
     client = open_store(uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise UsageError(f"no experiment {name!r} in {uri} (it has: {', '.join(names) or 'none'})")
+    experiment = existing_experiment(client, uri, name)
     runs = [r for r in search_all_runs(client, experiment.experiment_id) if REPORT_TAG not in r.data.tags]
     if not runs:
         raise UsageError(f"experiment {name!r} in {uri} has no training runs to report on")
     return runs
 
 
+def existing_experiment(client, uri: str, name: str):
+    """Experiment ``name`` of the store; a name it lacks is a UsageError listing those it has."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise UsageError(f"no experiment {name!r} in {uri} (it has: {', '.join(names) or 'none'})")
+    return experiment
+
+
+def writable_folder(path: str | Path, flag: str) -> Path:
+    """``path`` made (with its parents) and written to once, so that a file in its way or a folder without write
+    permission is one line before any work is done or any run logged, not a traceback after."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a folder: give a folder for the output")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cnnbench-write-test"):
+            return folder
+    except OSError as err:
+        raise UsageError(f"{flag} {path} cannot be written: {err.strerror or err}") from None
+
+
 def log_report(uri: str, experiment: str, kind: str, runs: list, folder: Path) -> str:
     """A run holding the report's files, with the ids of the runs it was made from (config.json)."""
     tracker = MlflowTracker(uri, experiment)
     config = {"report": kind, "experiment": experiment, "runs": [r.info.run_id for r in runs]}
-    with tracker.run(f"report: {kind}", {}, config, {REPORT_TAG: kind}):
+    with tracker.run(f"report: {kind}", {}, config, {REPORT_TAG: kind}) as end:
         tracker.client.log_artifacts(tracker.run_id, str(folder))
+        end.reason = f"{kind} of {len(runs)} runs logged as artifacts ({', '.join(sorted(os.listdir(folder)))})"
     return tracker.run_id

@@ -41,6 +41,7 @@ import difflib
 import functools
 import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -63,6 +64,7 @@ from train.engine.tracking import open_store, search_all_runs, tracking_uri
 from train.errors import UsageError
 from train.models import resolve_model
 from train.studies.helptext import LaidOutHelp
+from train.studies.report import writable_folder
 
 SUITE_TAG, POINT_TAG = "cnnbench.suite", "cnnbench.point"
 LAUNCHER_DIR = Path(__file__).resolve().parents[2] / "launchers"
@@ -71,6 +73,7 @@ LAUNCHERS = ("single", "ddp", "horovod")
 RUN_DEFAULTS = {"launcher": "single", "world_size": 1}  # how a point runs; every other key is an engine flag
 SUITE_SETS = frozenset({"tags", "experiment", "tracking_uri", "run_name", "resume", "help"})
 LOG_ROOT = "suite-logs"  # .gitignore keeps it out of git
+MAX_POINTS = 10_000  # each point is a training job; checking 10,000 takes ~3 s, a few million would fill memory
 STOP_GRACE_S = 60  # a stopped point gets this long to close its MLflow run before it is killed
 
 
@@ -188,7 +191,15 @@ class _Doc:
         return UsageError(f"{self.path}:{node.start_mark.line + 1}: {key}: {message}")
 
     def value(self, node: yaml.Node):
-        return self.loader.construct_object(node, deep=True)
+        """The node as plain data; what safe loading cannot build (a ``!!python/...`` tag, an alias inside itself)
+        is refused in one line, having run nothing."""
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark or node.start_mark
+            raise UsageError(f"{self.path}:{mark.line + 1}: {err.problem or err.context} (a suite file holds plain "
+                             f"values: no !!python tags, no alias inside its own anchor)") \
+                from None
 
     def mapping(self, node: yaml.Node, key: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """``{name: (key node, value node)}``; YAML merge keys (``<<: *anchor``) resolved."""
@@ -229,9 +240,19 @@ def load_suite(path: Path) -> Suite:
     axes = _axes(doc, grid_node, fixed)
     if "repeat" in top:
         axes = {"repeat": _repeats(doc, top["repeat"][1], fixed, axes), **axes}
+    _check_size(doc, grid_key, axes)
     base = {**RUN_DEFAULTS, **fixed}
     points = tuple(_point(doc, grid_key, base, combo) for combo in itertools.product(*axes.values()))
     return Suite(name, experiment, {axis: len(choices) for axis, choices in axes.items()}, points)
+
+
+def _check_size(doc: _Doc, grid_key: yaml.Node, axes: dict[str, list[dict]]) -> None:
+    """Counted before the points are made: a grid of millions would fill the memory long before it ran."""
+    count = math.prod(map(len, axes.values()))
+    if count > MAX_POINTS:
+        sizes = " × ".join(f"{axis} {len(choices)}" for axis, choices in axes.items())
+        raise doc.error(grid_key, "grid", f"{count:,} points ({sizes}), over the {MAX_POINTS:,} a suite may have: "
+                                          f"split it into several suites or shorten its axes")
 
 
 def _suite_name(doc: _Doc, top: dict, default: str) -> str:
@@ -250,13 +271,28 @@ def _axes(doc: _Doc, grid_node: yaml.Node, fixed: dict) -> dict[str, list[dict]]
     if not pairs:
         raise doc.error(grid_node, "grid", "empty: a suite needs at least one axis, e.g. arch: [resnet-20]")
     for axis, (key_node, values_node) in pairs.items():
-        choices = [_choice(doc, axis, node) for node in doc.sequence(values_node, axis)]
+        nodes = doc.sequence(values_node, axis)
+        choices = [_choice(doc, axis, node) for node in nodes]
+        _refuse_repeated(doc, axis, nodes, choices)
         for key in dict.fromkeys(k for choice in choices for k in choice):
             if key in set_by:
                 raise doc.error(key_node, axis, f"sets {key}, which {set_by[key]} sets already")
             set_by[key] = f"axis {axis}"
         axes[axis] = choices
     return axes
+
+
+def _refuse_repeated(doc: _Doc, axis: str, nodes: list[yaml.Node], choices: list[dict]) -> None:
+    """A value given twice on one axis would train the same point twice, as two runs: refused, not folded, since
+    it is most likely a typo for another value."""
+    first_line: dict[str, int] = {}
+    for node, choice in zip(nodes, choices):
+        shown = " ".join(f"{key}={_show(choice[key])}" for key in sorted(choice))
+        if shown in first_line:
+            value = _show(choice[axis]) if list(choice) == [axis] else shown
+            raise doc.error(node, axis, f"{value} given twice (first on line {first_line[shown]}): the two points "
+                                        f"would be the same training")
+        first_line[shown] = node.start_mark.line + 1
 
 
 def _repeats(doc: _Doc, node: yaml.Node, fixed: dict, axes: dict[str, list[dict]]) -> list[dict]:
@@ -442,6 +478,9 @@ class Outcome:
 
 def run_suite(suite: Suite, args: argparse.Namespace) -> int:
     uri = tracking_uri(args.tracking_uri)
+    log_dir = Path(args.log_dir or Path(LOG_ROOT) / suite.name)
+    if not args.dry_run:
+        writable_folder(log_dir, "--log-dir")
     finished = finished_points(suite, uri)
     todo = [p for p in suite.points if p.key not in finished]
     print(f"suite {suite.name}: {suite.size}; {len(suite.points) - len(todo)} already finished, "
@@ -450,8 +489,6 @@ def run_suite(suite: Suite, args: argparse.Namespace) -> int:
         print_commands([point_command(p, suite, args.tracking_uri) for p in todo])
         return 0
     _check_tools(todo, suite)
-    log_dir = Path(args.log_dir or Path(LOG_ROOT) / suite.name)
-    log_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
         outcomes = _run_points(suite, todo, args.tracking_uri, log_dir)

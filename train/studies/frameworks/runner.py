@@ -83,7 +83,7 @@ def run(opts: TaskOptions) -> FrameworkRun:
             tracker.log_metrics({"num_params": info.num_params}, step=0)
             measure = train if task.training else infer
             metrics = {"num_params": info.num_params, **measure(engine, task, data, opts, tracker)}
-            outcome = "measured"
+            outcome, end.reason = "measured", f"measured {opts.task} on {opts.framework}"
         except Unsupported as why:
             outcome, end.reason = "unsupported", f"unsupported on {engine.device.upper()}: {why}"
             log.info("%s %s: %s", opts.framework, opts.task, end.reason)

@@ -8,11 +8,10 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from train.engine.schema import METRIC_BY_NAME
+from train.engine.schema import METRIC_BY_NAME, TRUSTED_SPREAD_PCT, is_trusted_spread
 from train.studies import stats
 from train.studies.figures import significant
 
-SPREAD_LIMIT_PCT = 10.0  # timing windows that disagree by more than this make a throughput figure suspect
 TIMED_UNITS = ("images/s", "s", "ms")  # figures read off the clock, which noisy timing windows make suspect
 REPEAT_PARAM = "seed"  # what repeats of one setting vary
 # params that change no figure of a report: where checkpoints go, and the peak TFLOP/s behind mfu_pct alone (the
@@ -28,9 +27,10 @@ def run_flags(run, metric: str | None = None) -> list[str]:
     if run.info.status != "FINISHED":
         flags.append(f"run {run.info.status.lower()}")
     spread = run.data.metrics.get("epoch_images_per_sec_spread")  # the last epoch's
-    if (spread is not None and spread == spread and spread > SPREAD_LIMIT_PCT  # NaN: fewer than two windows
-            and (metric is None or METRIC_BY_NAME[metric].unit in TIMED_UNITS)):
-        flags.append(f"windows spread {spread:.0f} %")
+    timed = metric is None or METRIC_BY_NAME[metric].unit in TIMED_UNITS
+    if timed and spread is not None and not is_trusted_spread(spread):
+        flags.append(f"windows spread {spread:.0f} % (over {TRUSTED_SPREAD_PCT:g} %)" if math.isfinite(spread)
+                     else "one timing window: no spread to tell a steady figure")
     return flags
 
 
@@ -111,16 +111,17 @@ def measured(runs, metric: str) -> Measured | None:
     return Measured(tuple(r.data.metrics[metric] for r in trusted or with_value), flagged=not trusted)
 
 
-def flagged_runs(runs) -> str:
-    """A Markdown section naming every flagged run and why (empty when none is)."""
-    lines = [f"- {r.info.run_name} (`{r.info.run_id}`): {', '.join(run_flags(r))}" for r in runs if run_flags(r)]
+def flagged_runs(runs, metric: str | None = None) -> str:
+    """A Markdown section naming every run flagged for ``metric`` (None: any figure) and why (empty when none is)."""
+    lines = [f"- {r.info.run_name} (`{r.info.run_id}`): {', '.join(run_flags(r, metric))}"
+             for r in runs if run_flags(r, metric)]
     if not lines:
         return ""
     return "\n".join([
         "## Flagged runs", "",
         f"A cell is the median over its finished runs, and a timed figure (images/s, seconds) over those with "
-        f"steady timing windows; a cell that has only flagged runs shows their figure, marked {FLAG_MARK}.", "",
-        *lines])
+        f"steady timing windows (spread at most {TRUSTED_SPREAD_PCT:g} % over two windows or more); a cell that has "
+        f"only flagged runs shows their figure, marked {FLAG_MARK}.", "", *lines])
 
 
 def environment_line(runs) -> str:
