@@ -55,6 +55,7 @@ from train.engine.measure import (
     EpochTiming,
     Window,
     format_pct,
+    format_spread,
     full_batch_steps,
     job_windows,
     median_and_spread,
@@ -66,14 +67,13 @@ from train.engine.measure import (
 from train.engine.mfu import job_peak, mfu_pct
 from train.engine.schema import PARAM_NAMES
 from train.engine.signals import raise_if_terminated
-from train.engine.tracking import make_tracker, record_system_metrics, system_metrics_on, tracking_uri
+from train.engine.tracking import RESUME_TAG, make_tracker, record_system_metrics, system_metrics_on, tracking_uri
 from train.errors import RankError, RunFault, UsageError
 from train.models import count_parameters, forward_flops_per_image
 
 log = logging.getLogger("cnnbench")
 
 TARGET_TAG = "cnnbench.target"
-RESUME_TAG = "cnnbench.resumed.epoch-{epoch}"
 
 
 @dataclass
@@ -116,6 +116,7 @@ class RunSummary:
     tracking_uri: str
     metrics: dict  # run metrics and the last epoch's metrics
     checkpoint: Path | None
+    epochs_done: int = 0  # epochs of the schedule completed, over every segment of the run
 
 
 def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | None = None) -> RunSummary:
@@ -123,7 +124,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     reopens that MLflow run from epoch 1 (a torchrun job restarted before its first checkpoint)."""
     ctx = dist.ctx
     uri = tracking_uri(cfg.tracking_uri)
-    saved = _saved_state(checkpoint) if checkpoint else None
+    saved = _saved_state(checkpoint, cfg.resume) if checkpoint else None
     run_id = saved.run_id if saved else run_id
     # a torchrun job notes its run as soon as it exists: restarted workers reopen it, whenever they were killed
     note_job_run = partial(remember_job_run, Path(cfg.checkpoint_dir), ctx.job_id) if ctx.job_id else None
@@ -168,12 +169,17 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
         epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peak_tflops=peak.tflops,
                                 flops=complexity["flops_per_image"])
         reset_peak_memory(ctx.device)  # start-up probes (batch search, peak FLOP/s) are no part of the run
-        metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir)
+        try:
+            metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir)
+        except KeyboardInterrupt:
+            log.warning("stopped in epoch %d: %s", state.epoch + 1, _how_to_go_on(cfg, state))
+            raise
         run_metrics = _run_metrics(metrics, state)
         tracker.log_metrics(run_metrics, step=0)
         if cfg.target_top1_err is not None and state.target is None:  # reached: tagged at that epoch
             tracker.set_tags({TARGET_TAG: _target_sentence(cfg, state)})
-    return RunSummary(state.run_id, end.outcome(), uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
+    return RunSummary(state.run_id, end.outcome(), uri, {**complexity, **metrics, **run_metrics}, last_ckpt,
+                      state.epoch)
 
 
 def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None, state: TrainState) -> Training:
@@ -235,7 +241,30 @@ def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], 
 
 
 def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peak_tflops: float, flops: int) -> EpochResult:
-    """Train one epoch and evaluate the model rank 0 checkpoints; the figures are the job's."""
+    """Train one epoch and evaluate the model rank 0 checkpoints; the figures are the job's. Bad data that one rank
+    meets mid-epoch (an unreadable image in its shard) stops every rank, with the line that names it, the line rank 0
+    prints and the run records; the other ranks would otherwise wait for it in a collective until that broke off."""
+    try:
+        return _epoch_figures(epoch, cfg, dist, t, loaders, peak_tflops, flops)
+    except UsageError as err:
+        dist.tell_peers(str(err))
+        raise UsageError(f"{err}; once that is mended, {_how_to_go_on(cfg, t.state)}") from None
+    except RuntimeError:  # a collective broke off; where a rank met bad data, it has said which
+        problem = dist.peers_problem()
+        if problem is None:
+            raise
+        raise UsageError(f"{problem}; once that is mended, {_how_to_go_on(cfg, t.state)}") from None
+
+
+def _how_to_go_on(cfg: TrainConfig, state: TrainState) -> str:
+    """How a run stopped in the middle of an epoch goes on: from its last checkpoint, if it has one."""
+    if state.epoch == 0:
+        return "start the run again (no epoch was checkpointed yet)"
+    return f"continue after epoch {state.epoch} with --resume {Path(cfg.checkpoint_dir) / str(state.run_id)}"
+
+
+def _epoch_figures(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peak_tflops: float,
+                   flops: int) -> EpochResult:
     _seed_epoch(cfg.data.seed, epoch, dist.ctx.rank)
     loaders.train.set_epoch(epoch)
     lr = t.step.optimizer.param_groups[0]["lr"]
@@ -317,6 +346,7 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm) 
     faults = NonFiniteWatch(dist.ctx.device, step.scaler)
     steps = min(len(loader), cfg.data.steps or len(loader))
     timed = full_batch_steps(min(loader.num_samples, steps * cfg.data.batch_size), cfg.data.batch_size)
+    progress.reset(total=steps)  # a percentage and the time left: an ImageNet epoch takes hours
     with progress:
         sampled = step.breakdown.iterate(loader, steps, timed)
         for i, (images, labels) in enumerate(timer.iterate(sampled, steps, timed)):
@@ -473,7 +503,7 @@ def _log_epoch(epoch: int, epochs: int, m: dict) -> None:
     log.info("epoch %d/%d  train loss %.4f err %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "
              "%.1f img/s (window spread %s)  data wait %s  %.1f s",
              epoch, epochs, m["train_loss"], m["train_top1_err"], m["val_loss"], m["val_top1_err"],
-             m["val_top5_err"], m["train_images_per_sec"], format_pct(m["train_images_per_sec_spread"]),
+             m["val_top5_err"], m["train_images_per_sec"], format_spread(m["train_images_per_sec_spread"]),
              format_pct(100 * m["data_wait_frac"]), m["epoch_time_s"])
 
 
@@ -516,10 +546,14 @@ def _payload(cfg: TrainConfig, t: Training, epoch_metrics: dict, epoch_series: d
     }
 
 
-def _saved_state(payload: dict) -> TrainState:
+def _saved_state(payload: dict, source: str | None) -> TrainState:
     """Where a checkpointed run stands, and its run-level figures so far. Checkpoints written before those figures
     were kept in them hold the epoch, the best error and the run id at their top level."""
-    return TrainState(**(payload.get("state") or {k: payload[k] for k in ("epoch", "best_val_top1_err", "run_id")}))
+    try:
+        return TrainState(**(payload.get("state") or {k: payload[k] for k in ("epoch", "best_val_top1_err", "run_id")}))
+    except (KeyError, TypeError) as err:  # TypeError: a state entry of other fields
+        raise UsageError(f"--resume {source}: the checkpoint does not say where its run stands (no usable 'state' "
+                         f"entry: {type(err).__name__} {err}); give an epoch-NNNN.pt file that cnnbench wrote") from None
 
 
 def _restore(payload: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -528,8 +562,10 @@ def _restore(payload: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
     set afterwards from the config the run resumes with."""
     try:
         model.load_state_dict(payload["model"])
-    except RuntimeError as err:
-        raise UsageError(f"checkpoint does not fit arch {payload['config']['arch']}: "
-                         f"{str(err).splitlines()[0]}") from None
-    optimizer.load_state_dict(payload["optimizer"])
-    scaler.load_state_dict(payload["scaler"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scaler.load_state_dict(payload["scaler"])
+    except KeyError as err:
+        raise UsageError(f"the checkpoint has no {err} entry; give an epoch-NNNN.pt file that cnnbench wrote") from None
+    except (RuntimeError, ValueError) as err:  # torch's first line is only a heading: the detail follows it
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise UsageError(f"checkpoint does not fit arch {payload['config']['arch']}: {' '.join(lines[:2])}") from None
