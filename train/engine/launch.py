@@ -13,7 +13,7 @@ from train.engine import loop
 from train.engine.checkpoint import find_checkpoint, load_checkpoint
 from train.engine.config import LR_SCALINGS, OneLineErrorParser, TrainConfig, config_from_args, get_args_parser, pos_int
 from train.engine.distributed import launched_rank, launched_world_size, let_rank0_report_first
-from train.engine.measure import format_pct
+from train.engine.measure import format_pct, format_spread
 from train.engine.signals import raise_on_sigterm
 from train.errors import RankError, RunFault, Terminated, UsageError
 
@@ -117,11 +117,11 @@ def format_summary(cfg: TrainConfig, s) -> str:
     rows = [
         ("run", f"{s.run_id} ({s.status})"),
         ("arch / dataset", f"{cfg.arch} / {cfg.data.dataset}"),
-        ("epochs", str(cfg.epochs)),
+        ("epochs", f"{s.epochs_done} of {cfg.epochs} planned" if s.epochs_done < cfg.epochs else str(cfg.epochs)),
         ("val top-1 error", f"{m['final_val_top1_err']:.2f} % (best {m['best_val_top1_err']:.2f} %)"),
         ("val top-5 error", f"{m['final_val_top5_err']:.2f} %"),
         ("train images/s", f"{m['train_images_per_sec']:.1f} (last epoch; timing windows spread "
-                           f"{format_pct(m['train_images_per_sec_spread'])}, "
+                           f"{format_spread(m['train_images_per_sec_spread'])}; "
                            f"data wait {format_pct(100 * m['data_wait_frac'])})"),
         ("parameters", f"{m['num_params'] / 1e6:.3f} M"),
         ("forward FLOPs/image", f"{m['flops_per_image'] / 1e6:.1f} M"),
@@ -129,6 +129,8 @@ def format_summary(cfg: TrainConfig, s) -> str:
         ("training time", f"{m['train_time_s']:.1f} s (the epochs' training and evaluation, start-up left out)"),
         *([("time to target", _time_to_target(cfg, m))] if cfg.target_top1_err is not None else []),
         ("last checkpoint", str(s.checkpoint)),
+        *([("to continue", f"--resume {s.checkpoint.parent}")]
+          if s.checkpoint and s.epochs_done == cfg.stop_after else []),
     ]
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

@@ -247,9 +247,8 @@ def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peak_tflops
     try:
         return _epoch_figures(epoch, cfg, dist, t, loaders, peak_tflops, flops)
     except UsageError as err:
-        dist.tell_peers(str(err))
-        raise UsageError(f"{err}; once that is mended, {_how_to_go_on(cfg, t.state)}") from None
-    except RuntimeError:  # a collective broke off; where a rank met bad data, it has said which
+        raise type(err)(f"{err}; once that is mended, {_how_to_go_on(cfg, t.state)}") from None
+    except RuntimeError:  # a collective broke off: a rank that met bad data while training left it, saying why
         problem = dist.peers_problem()
         if problem is None:
             raise
@@ -272,6 +271,9 @@ def _epoch_figures(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, pea
         result = train_one_epoch(t.step, loaders.train, cfg, dist, _progress(dist.ctx, epoch, cfg.epochs))
     except RunFault as fault:
         raise RunFault(f"epoch {epoch}: {fault}") from None
+    except UsageError as err:  # bad data in this rank's shard: the others wait for it in a collective until it exits
+        dist.tell_peers(str(err))
+        raise RankError(str(err)) from None  # said at once: rank 0 may be stopped as soon as this rank exits
     dist.broadcast_buffers(t.model)
     val = evaluate(t.eval_model, loaders.val, t.step.autocast, dist, loaders.spec)
     t.scheduler.step()
@@ -400,15 +402,24 @@ def evaluate(model: nn.Module, loader, autocast, dist, spec: DatasetSpec) -> dic
     started = time.perf_counter()
     model.eval()
     k = min(5, spec.num_classes)
-    sums = torch.zeros(3, dtype=torch.float64, device=dist.ctx.device)  # loss sum, top-1 correct, top-k correct
-    seen = 0
-    for images, labels in loader:
-        with autocast():
-            logits = model(images).float()
-        hits = logits.topk(k, dim=1).indices == labels[:, None]
-        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[:, 0].sum(), hits.any(1).sum()])
-        seen += len(labels)
-    (loss_sum, top1, topk), n = _reduce(dist, sums, seen)
+    # loss sum, top-1 correct, top-k correct, and whether this rank met bad data
+    sums = torch.zeros(4, dtype=torch.float64, device=dist.ctx.device)
+    seen, problem = 0, None
+    try:
+        for images, labels in loader:
+            with autocast():
+                logits = model(images).float()
+            hits = logits.topk(k, dim=1).indices == labels[:, None]
+            sums[:3] += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[:, 0].sum(),
+                                     hits.any(1).sum()])
+            seen += len(labels)
+    except UsageError as err:  # bad data in this rank's share: every rank learns of it from the sums
+        problem = str(err)
+        dist.tell_peers(problem)
+        sums[3] = 1
+    (loss_sum, top1, topk, bad), n = _reduce(dist, sums, seen)
+    if bad:  # rank 0 says it and the run records it, whichever rank met it
+        raise UsageError(problem or dist.peers_problem() or "another rank met bad validation data")
     if n != spec.val_size:
         raise RuntimeError(f"evaluated {n} images, but the validation set has {spec.val_size}")
     return {"val_loss": loss_sum / n, "val_top1_err": 100 * (1 - top1 / n), "val_top5_err": 100 * (1 - topk / n),

@@ -171,6 +171,16 @@ PARAMS: tuple[Param, ...] = (
     Param("preprocessing", "evaluation transform: resize, crop, interpolation, mean and std"),
 )
 
+# docs/measurement.md: timing windows whose images/s spread more than this (% of their median) make a figure not to be
+# trusted; one window gives no spread (NaN), so nothing says that figure is steady either
+TRUSTED_SPREAD_PCT = 10.0
+
+
+def is_trusted_spread(spread_pct: float) -> bool:
+    """Whether a ``*_images_per_sec_spread`` says its figure can be trusted (False for NaN: one window)."""
+    return spread_pct <= TRUSTED_SPREAD_PCT  # NaN compares False
+
+
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 PARAM_NAMES = frozenset(p.name for p in PARAMS)
 EPOCH_METRICS = frozenset(m.name for m in METRICS if m.step == "epoch")
