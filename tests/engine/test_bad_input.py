@@ -155,7 +155,8 @@ CASES = {
 # 10-20 s on a busy machine)
 STARTUP_CASES = {
     "cifar batches of 0 images": (empty_cifar_batches, r"cifar10 data in .* holds 0 training and 0 validation images"),
-    "resume a text file": (lambda ws: ["--resume", str(_text_file(ws, "hello"))], r"not a readable cnnbench checkpoint"),
+    "resume a text file": (lambda ws: ["--resume", str(_text_file(ws, "hello"))],
+                           r"not a readable cnnbench checkpoint"),
     "resume a checkpoint without its state": (checkpoint_without_its_state, r"does not say where its run stands"),
     "resume a tensor of another shape": (checkpoint_with_a_tensor_of_another_shape,
                                          r"does not fit arch resnet-20: .*fc\.weight.*\[3, 64\].*\[10, 64\]"),

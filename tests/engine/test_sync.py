@@ -145,7 +145,8 @@ BAD_LINES = {
                                   r"line 3 sets tag cnnbench.end, which only a status write sets"),
     "artifact outside the run": ('{"kind": "dict", "name": "../../evil.json", "content": {}}',
                                  r"line 3 names artifact '\.\./\.\./evil\.json', which would land outside"),
-    "third line cut short": ('{"kind": "batch", "metr', r"line 3 is not JSON: Unterminated string starting at column 19;"),
+    "third line cut short": ('{"kind": "batch", "metr',
+                             r"line 3 is not JSON: Unterminated string starting at column 19;"),
 }
 
 

@@ -564,7 +564,8 @@ def _saved_state(payload: dict, source: str | None) -> TrainState:
         return TrainState(**(payload.get("state") or {k: payload[k] for k in ("epoch", "best_val_top1_err", "run_id")}))
     except (KeyError, TypeError) as err:  # TypeError: a state entry of other fields
         raise UsageError(f"--resume {source}: the checkpoint does not say where its run stands (no usable 'state' "
-                         f"entry: {type(err).__name__} {err}); give an epoch-NNNN.pt file that cnnbench wrote") from None
+                         f"entry: {type(err).__name__} {err}); give an epoch-NNNN.pt file that cnnbench "
+                         f"wrote") from None
 
 
 def _restore(payload: dict, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -183,7 +183,7 @@ class Outbox:
         self.last_problem: str | None = None  # why the last delivery failed
         self.delivered = 0
         self.delivered_late = 0  # after an outage: each was retried
-        self.applied = 0  # delivered writes the store took (a replay of what it holds already is delivered, not applied)
+        self.applied = 0  # delivered writes the store took (a replay of what it holds is delivered, not applied)
         self.not_applied: list[str] = []  # what replays held that the store holds with other values, in words
 
     def send(self, write: dict) -> None:
