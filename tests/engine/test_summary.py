@@ -3,19 +3,23 @@ on (issue 23)."""
 from __future__ import annotations
 
 import io
+import logging
 import math
 from pathlib import Path
 
 import pytest
 from tqdm import tqdm
 
+from dataloaders import DatasetSpec
+from tests.engine.test_bad_input import launch_here
 from tests.engine.test_performance import synthetic_step
 from train.context import DistContext
 from train.engine import loop
-from train.engine.config import make_config
+from train.engine.config import get_args_parser, make_config
 from train.engine.distributed import SingleProcess
 from train.engine.launch import format_summary
 from train.engine.schema import TRUSTED_SPREAD_PCT, is_trusted_spread
+from train.engine.tracking import quiet_mlflow
 
 
 def test_the_progress_bar_of_an_epoch_knows_its_total():
@@ -67,3 +71,40 @@ def test_the_summary_cautions_against_an_untrustworthy_spread(spread, shown):
 
 def test_one_threshold_says_which_spreads_to_trust():
     assert [is_trusted_spread(s) for s in (0.0, 10.0, 10.01, math.nan)] == [True, True, False, False]
+
+
+def test_the_run_name_help_shows_what_the_default_makes():
+    cfg = make_config(arch="resnet18", dataset="imagenet", batch_size=128, precision="bf16", channels_last=True)
+    spec = DatasetSpec("imagenet", 1000, 224, (0.5,) * 3, (0.5,) * 3, 10, 10)
+    name = loop._default_run_name(cfg, DistContext(world_size=4, launcher="ddp"), spec)
+    help_text = next(a.help for a in get_args_parser()._actions if "--run-name" in a.option_strings)
+    assert name == "resnet18 imagenet b128 bf16 nhwc ddp×4" and f"'{name}'" in help_text
+
+
+def test_mlflow_says_only_warnings_unless_asked_for_more(monkeypatch):
+    mlflow_log = logging.getLogger("mlflow")
+    monkeypatch.setattr(mlflow_log, "level", logging.INFO)  # MLflow's own default; set back after the test
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    quiet_mlflow()
+    assert mlflow_log.level == logging.WARNING
+    mlflow_log.setLevel(logging.DEBUG)
+    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "DEBUG")
+    quiet_mlflow()
+    assert mlflow_log.level == logging.DEBUG
+
+
+def test_an_interrupted_run_says_how_to_continue(ws, capsys, monkeypatch):
+    real = loop._epoch_figures
+
+    def interrupted_in_epoch_2(epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt("Ctrl-C")
+        return real(epoch, *args)
+
+    monkeypatch.setattr(loop, "_epoch_figures", interrupted_in_epoch_2)
+    proc = launch_here(ws, capsys, "--epochs", "3", "--steps", "1", "--batch-size", "32")
+    run_id = ws.runs()[0].info.run_id
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 130 and lines[-1] == "cnnbench: interrupted"
+    said = f"stopped in epoch 2: continue after epoch 1 with --resume {ws.root / 'ckpt' / run_id}"
+    assert [line for line in lines if line.endswith(said)], proc.stderr
