@@ -83,14 +83,18 @@ def test_the_run_name_help_shows_what_the_default_makes():
 
 def test_mlflow_says_only_warnings_unless_asked_for_more(monkeypatch):
     mlflow_log = logging.getLogger("mlflow")
-    monkeypatch.setattr(mlflow_log, "level", logging.INFO)  # MLflow's own default; set back after the test
-    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
-    quiet_mlflow()
-    assert mlflow_log.level == logging.WARNING
-    mlflow_log.setLevel(logging.DEBUG)
-    monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "DEBUG")
-    quiet_mlflow()
-    assert mlflow_log.level == logging.DEBUG
+    before = mlflow_log.level
+    try:
+        mlflow_log.setLevel(logging.INFO)  # MLflow's own default
+        monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+        quiet_mlflow()
+        assert mlflow_log.level == logging.WARNING
+        mlflow_log.setLevel(logging.DEBUG)
+        monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", "DEBUG")
+        quiet_mlflow()
+        assert mlflow_log.level == logging.DEBUG
+    finally:
+        mlflow_log.setLevel(before)
 
 
 def test_an_interrupted_run_says_how_to_continue(ws, capsys, monkeypatch):
