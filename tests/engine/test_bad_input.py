@@ -206,7 +206,13 @@ def test_bad_input_gives_one_line_and_exit_code_2(ws, case):
     assert_one_line_and_exit_code_2(ws, ws.launch(*make_args(ws), timeout=300), pattern, case)
 
 
-@pytest.mark.parametrize("case", sorted(STARTUP_CASES))
+# these train a run first (once, then copied): about a minute on a busy 2-core machine
+FROM_A_TRAINED_RUN = {"resume a checkpoint without its state", "resume a tensor of another shape",
+                      "resume a deleted run"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(case, marks=[pytest.mark.slow] * (case in FROM_A_TRAINED_RUN))
+                                  for case in sorted(STARTUP_CASES)])
 def test_a_bad_start_gives_one_line_and_exit_code_2(ws, case, capsys):
     make_args, pattern = STARTUP_CASES[case]
     assert_one_line_and_exit_code_2(ws, launch_here(ws, capsys, *make_args(ws)), pattern, case)

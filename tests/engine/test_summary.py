@@ -97,6 +97,7 @@ def test_mlflow_says_only_warnings_unless_asked_for_more(monkeypatch):
         mlflow_log.setLevel(before)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_says_how_to_continue(ws, capsys, monkeypatch):
     real = loop._epoch_figures
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from mlflow import MlflowClient
+from tests.engine.test_bad_input import launch_here
 from tests.engine.test_tracking import resume, stopped_while_away
 from train import cli
 from train.engine import sync
-from train.engine.outbox import OUTBOX_NAME, now_ms
+from train.engine.outbox import OUTBOX_NAME, Outbox, now_ms, read_outbox
 from train.engine.tracking import MlflowTracker
 from train.errors import UsageError
 
@@ -186,3 +187,21 @@ def test_epochs_a_resume_added_to_the_schedule_are_within_it(store, killed_run, 
     assert sync.main([str(path)]) == 0
     assert capsys.readouterr().out.strip() == f"{path}: 2 writes replayed into run {run_id} in {store}"
     assert [m.step for m in MlflowClient(store).get_metric_history(run_id, "val_top1_err")] == [1, 2, 3, 6]
+
+
+@pytest.mark.slow
+def test_every_write_a_real_run_makes_passes_the_check(ws, capsys, monkeypatch):
+    """The failing side of the check: what the engine itself writes (NaN figures of untimed epochs included) is
+    never refused."""
+    sent, send = [], Outbox.send
+
+    def kept(self, write):
+        sent.append(json.loads(json.dumps(write)))  # as a file holds it
+        send(self, write)
+
+    monkeypatch.setattr(Outbox, "send", kept)
+    proc = launch_here(ws, capsys, "--epochs", "3", "--stop-after", "2", "--steps", "3", "--batch-size", "32",
+                       "--target-top1-err", "50")
+    assert proc.returncode == 0, proc.stderr
+    _, writes = read_outbox(outbox_file(ws.root / OUTBOX_NAME, ws.uri, "run", *map(json.dumps, sent)), epochs=3)
+    assert {write["kind"] for write in writes} == {"batch", "dataset", "dict", "status"}
