@@ -89,6 +89,8 @@ def _unanswered(uri: str, timeout_s: float) -> str | None:
         with urllib.request.urlopen(health, timeout=timeout_s):
             return None
     except urllib.error.HTTPError as err:  # an answer: a web server, but not an MLflow tracking server
+        if err.code in (401, 403):  # one that asks for credentials: MLflow's client brings them ($MLFLOW_TRACKING_*)
+            return None
         return (f"{uri} answers, but not as an MLflow tracking server ({health}: HTTP {err.code} {err.reason}); "
                 f"is that the server's address and port?")
     except OSError as err:  # URLError, timeouts and refused connections are all OSErrors
