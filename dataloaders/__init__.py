@@ -34,4 +34,9 @@ def build_loaders(cfg: DataConfig, ctx: DistContext) -> Loaders:
     if cfg.dataset not in modules:
         raise UsageError(f"--loader {cfg.loader} cannot load the {cfg.dataset} data set; "
                          f"it loads: {', '.join(modules)}")
-    return importlib.import_module(f"dataloaders.{modules[cfg.dataset]}").build(cfg, ctx)
+    loaders = importlib.import_module(f"dataloaders.{modules[cfg.dataset]}").build(cfg, ctx)
+    spec = loaders.spec
+    if not (spec.train_size and spec.val_size):  # every figure of a run is a sum over images, / their number
+        raise UsageError(f"the {spec.name} data in {spec.source} holds {spec.train_size} training and {spec.val_size} "
+                         f"validation images: a run needs at least one of each")
+    return loaders

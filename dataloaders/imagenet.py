@@ -54,10 +54,10 @@ def image_folder(path: Path, transform) -> ImageFolder:
 
 def load_rgb(path: str) -> Image.Image:
     """PIL's decoding, with a broken file named in one line. A broken image stops the run rather than being
-    skipped: a skipped image would change what the run measures, and the last checkpoint lets it go on once
-    the file is fixed or removed."""
+    skipped: a skipped image would change what the run measures; the training loop says how the run goes on once
+    the file is fixed or removed (from its last checkpoint, if it has one)."""
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
     except (OSError, SyntaxError) as err:  # unidentified, truncated or corrupt; PIL raises both kinds
-        raise UsageError(f"{path}: unreadable image ({err}); fix or remove it, then continue with --resume") from None
+        raise UsageError(f"{path}: unreadable image ({err}); fix or remove it") from None

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from benchmarks._processes import free_port
-from tests.fakedata import write_cifar10
+from tests.fakedata import write_cifar10, write_imagefolder
 from tests.workspace import BIN, REPO, Workspace, check_ok
 
 SMALL_SYNTHETIC = ["--dataset", "synthetic", "--image-size", "32", "--num-classes", "10",
@@ -105,6 +105,21 @@ def test_bad_input_under_torchrun(ws, args, pattern):
         pytest.skip("this machine has CUDA devices")
     proc = ws.torchrun(2, *SMALL_SYNTHETIC, *args, timeout=300)
     assert_one_line_exit_2(proc, pattern, ws)
+
+
+@pytest.mark.slow
+def test_a_corrupt_image_only_rank_1_reads_is_what_the_job_prints_and_its_run_records(ws):
+    root = write_imagefolder(ws.root / "images", train_per_class=2, val_per_class=2, widths=(8, 13), heights=(8, 13))
+    victim = root / "val" / "cat" / "cat_001.jpg"  # validation image 1 of 6: rank 1's (ranks take every other one)
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    proc = ws.torchrun(2, "--dataset", "imagenet", "--arch", "resnet18", "--data-dir", str(root), "--batch-size", "2",
+                       "--epochs", "1", timeout=300)
+    named = f"rank 1: {victim}: unreadable image"
+    assert_one_line_exit_2(proc, rf"^cnnbench: error: {re.escape(named)} \(.*\); fix or remove it; once that is "
+                                 rf"mended, start the run again \(no epoch was checkpointed yet\)$", ws)
+    assert "Connection closed" not in proc.stderr, proc.stderr[-3000:]
+    run = only_run(ws, "cnnbench")
+    assert run.info.status == "FAILED" and run.data.tags["cnnbench.end"].startswith(f"UsageError: {named}")
 
 
 def test_ddp_launcher_outside_torchrun_says_how_to_start_it(ws):

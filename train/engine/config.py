@@ -101,6 +101,13 @@ def _check(cfg: TrainConfig) -> None:
         raise UsageError(f"--target-top1-err {cfg.target_top1_err:g} is an error in %: give a value in 0..100")
     if cfg.stop_at_target and cfg.target_top1_err is None:
         raise UsageError("--stop-at-target needs --target-top1-err (the top-1 validation error to stop at)")
+    for flag, value, meaning in (("--momentum", cfg.momentum, "the fraction of the last update kept"),
+                                 ("--dropout", cfg.dropout, "the fraction of activations dropped")):
+        if value is not None and not 0 <= value < 1:
+            raise UsageError(f"{flag} {value:g} must lie in [0, 1): {meaning}")
+    if cfg.tracking_uri == "":
+        raise UsageError("--tracking-uri is empty: give a store's URI, or leave the flag out for "
+                         "$MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
 
 
 def config_from_args(args: argparse.Namespace, saved: dict | None = None) -> TrainConfig:
@@ -142,7 +149,9 @@ def _number(kind, strictly_positive: bool):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
-        if not math.isfinite(value) or value < 0 or (strictly_positive and value == 0):
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number (it must be {bound})")
+        if value < 0 or (strictly_positive and value == 0):
             raise argparse.ArgumentTypeError(f"{text!r} must be {bound}")
         return value
 
@@ -267,7 +276,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--tracking-grace-s", type=nonneg_float,
                    help=f"if the tracking server went away, how long the finished run waits for it before "
                         f"leaving its writes in a file for `cnnbench sync` (default: {D.tracking_grace_s:g})")
-    g.add_argument("--run-name", help="MLflow run name (default: ARCH-DATASET-LAUNCHER)")
+    g.add_argument("--run-name", help="MLflow run name (default: arch, data set, batch per process and precision, "
+                                      "then nhwc, the loader and launcher×processes where they apply, e.g. "
+                                      "'resnet18 imagenet b128 bf16 nhwc ddp×4')")
     g.add_argument("--tag", dest="tags", action="append", type=key_value, metavar="KEY=VALUE",
                    help="set this tag on the MLflow run; repeatable (`cnnbench suite` tags suite and grid point)")
     return p

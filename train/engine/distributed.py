@@ -27,9 +27,10 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("HOROVOD_RANK", "0")))
 
 
-def let_rank0_report_first(grace_s: float = 10.0) -> None:
+def let_rank0_report_first(grace_s: float = 60.0) -> None:
     """A rank that stays silent about an error all ranks share waits before exiting: exiting first would
-    make torchrun kill rank 0 before it has printed the error."""
+    make torchrun kill rank 0 before it has printed the error and closed the run (seconds on a busy machine).
+    Rank 0's exit ends the wait: torchrun then stops the others."""
     if launched_rank() != 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # torchrun's SIGTERM then ends the wait quietly
         time.sleep(grace_s)
@@ -64,6 +65,14 @@ class SingleProcess:
     def barrier(self) -> None:
         pass
 
+    def tell_peers(self, problem: str) -> None:
+        """Bad input this rank met alone (an unreadable image in its shard): leave it where the other ranks find it
+        (``peers_problem``) once a collective tells them, or breaks off because this rank left."""
+
+    def peers_problem(self) -> str | None:
+        """The problem another rank told (``tell_peers``), as ``rank N: ...``; None when none did."""
+        return None
+
 
 def gather_per_rank(dist, values) -> list[list[float]]:
     """Every rank's ``values``, one row per rank in rank order, through the seam's one collective: each rank
@@ -91,9 +100,10 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
 class TorchDDP(SingleProcess):
     """torch.distributed under torchrun: DistributedDataParallel for gradients, the process group for sums."""
 
-    def __init__(self, ctx: DistContext, sync_bn: bool = False):
+    def __init__(self, ctx: DistContext, sync_bn: bool = False, store: torch.distributed.Store | None = None):
         super().__init__(ctx)
         self.sync_bn = sync_bn
+        self.store = store  # the job's key-value store, served by torchrun's agent: it outlives every worker
 
     def wrap_model(self, model: torch.nn.Module) -> torch.nn.Module:
         from torch.nn.parallel import DistributedDataParallel
@@ -118,6 +128,17 @@ class TorchDDP(SingleProcess):
 
     def barrier(self) -> None:
         torch.distributed.barrier()
+
+    def tell_peers(self, problem: str) -> None:
+        self.store.set(_problem_key(self.ctx.rank), problem)
+
+    def peers_problem(self) -> str | None:
+        told = [r for r in range(self.ctx.world_size) if r != self.ctx.rank and self.store.check([_problem_key(r)])]
+        return f"rank {told[0]}: {self.store.get(_problem_key(told[0])).decode()}" if told else None
+
+
+def _problem_key(rank: int) -> str:
+    return f"cnnbench/problem/rank-{rank}"
 
 
 CONNECT_TIMEOUT_S = 300.0  # joining the process group; collectives afterwards wait up to COLLECTIVE_TIMEOUT_S
@@ -150,8 +171,8 @@ def torchrun_ddp(backend: str, device: str, sync_bn: bool, connect_timeout_s: fl
     import torch._dynamo  # noqa: F401
     try:
         with _native_stderr_held_back():
-            torch.distributed.init_process_group(backend, store=_this_rounds_store(rank, world, connect), rank=rank,
-                                                 world_size=world, timeout=connect,
+            store = _this_rounds_store(rank, world, connect)
+            torch.distributed.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=connect,
                                                  device_id=dev if dev.type == "cuda" else None)
     except RuntimeError as err:  # torch.distributed's DistError, and gloo's and NCCL's failures to connect
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -163,7 +184,7 @@ def torchrun_ddp(backend: str, device: str, sync_bn: bool, connect_timeout_s: fl
     set_timeout = getattr(torch.distributed, "set_timeout", None) or torch.distributed.distributed_c10d._set_pg_timeout
     set_timeout(datetime.timedelta(seconds=timeout_s))
     ctx = DistContext(rank, local_rank, world, dev, backend, "ddp", os.environ.get("TORCHELASTIC_RUN_ID"))
-    return TorchDDP(ctx, sync_bn)
+    return TorchDDP(ctx, sync_bn, store)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from train.engine import loop
 from train.engine.checkpoint import find_checkpoint, load_checkpoint
 from train.engine.config import LR_SCALINGS, OneLineErrorParser, TrainConfig, config_from_args, get_args_parser, pos_int
 from train.engine.distributed import launched_rank, launched_world_size, let_rank0_report_first
-from train.engine.measure import format_pct
+from train.engine.measure import format_pct, format_spread
 from train.engine.schema import TRAIN_IMAGES_PER_SEC, VAL_ERROR
 from train.engine.signals import raise_on_sigterm
 from train.errors import RankError, RunFault, Terminated, UsageError
@@ -118,11 +118,11 @@ def format_summary(cfg: TrainConfig, s) -> str:
     rows = [
         ("run", f"{s.run_id} ({s.status})"),
         ("arch / dataset", f"{cfg.arch} / {cfg.data.dataset}"),
-        ("epochs", str(cfg.epochs)),
+        ("epochs", f"{s.epochs_done} of {cfg.epochs} planned" if s.epochs_done < cfg.epochs else str(cfg.epochs)),
         ("val top-1 error", f"{m[VAL_ERROR]:.2f} % after the last epoch (best epoch {m['best_val_top1_err']:.2f} %)"),
         ("val top-5 error", f"{m['final_val_top5_err']:.2f} % after the last epoch"),
         ("train images/s", f"{m[TRAIN_IMAGES_PER_SEC]:.1f} (median of the run's timing windows; the last epoch's "
-                           f"spread {format_pct(m['epoch_images_per_sec_spread'])}, "
+                           f"spread {format_spread(m['epoch_images_per_sec_spread'])}, "
                            f"data wait {format_pct(100 * m['data_wait_frac'])})"),
         ("parameters", f"{m['num_params'] / 1e6:.3f} M"),
         ("forward FLOPs/image", f"{m['flops_per_image'] / 1e6:.1f} M"),
@@ -131,6 +131,8 @@ def format_summary(cfg: TrainConfig, s) -> str:
                           f"{m['startup_time_s']:.1f} s apart)"),
         *([("time to target", _time_to_target(cfg, m))] if cfg.target_top1_err is not None else []),
         ("last checkpoint", str(s.checkpoint)),
+        *([("to continue", f"--resume {s.checkpoint.parent}")]
+          if s.checkpoint and s.epochs_done == cfg.stop_after else []),
     ]
     width = max(len(k) for k, _ in rows)
     table = "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

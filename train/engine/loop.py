@@ -58,6 +58,7 @@ from train.engine.measure import (
     RunClock,
     Window,
     format_pct,
+    format_spread,
     full_batch_steps,
     job_windows,
     median_and_spread,
@@ -71,14 +72,13 @@ from train.engine.measure import (
 from train.engine.mfu import Peaks, job_peaks, mfu_pct, peak_params
 from train.engine.schema import PARAM_NAMES, TRAIN_IMAGES_PER_SEC, VAL_ERROR
 from train.engine.signals import raise_if_terminated
-from train.engine.tracking import make_tracker, record_system_metrics, system_metrics_on, tracking_uri
+from train.engine.tracking import RESUME_TAG, make_tracker, record_system_metrics, system_metrics_on, tracking_uri
 from train.errors import RankError, RunFault, UsageError
 from train.models import count_parameters, forward_flops_per_image
 
 log = logging.getLogger("cnnbench")
 
 TARGET_TAG = "cnnbench.target"
-RESUME_TAG = "cnnbench.resumed.epoch-{epoch}"
 
 
 @dataclass
@@ -133,6 +133,7 @@ class RunSummary:
     tracking_uri: str
     metrics: dict  # run metrics and the last epoch's metrics
     checkpoint: Path | None
+    epochs_done: int = 0  # epochs of the schedule completed, over every segment of the run
 
 
 def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | None = None) -> RunSummary:
@@ -141,7 +142,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     started = time.perf_counter()
     ctx = dist.ctx
     uri = tracking_uri(cfg.tracking_uri)
-    saved = _saved_state(checkpoint) if checkpoint else None
+    saved = _saved_state(checkpoint, cfg.resume) if checkpoint else None
     run_id = saved.run_id if saved else run_id
     # a torchrun job notes its run as soon as it exists: restarted workers reopen it, whenever they were killed
     note_job_run = partial(remember_job_run, Path(cfg.checkpoint_dir), ctx.job_id) if ctx.job_id else None
@@ -192,12 +193,17 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
         epoch_figures = partial(_epoch, cfg=cfg, dist=dist, t=training, loaders=loaders, peaks=peaks,
                                 flops=complexity["flops_per_image"], energy=energy)
         reset_peak_memory(ctx.device)  # start-up probes (batch search, peak FLOP/s) are no part of the run
-        metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir, clock)
+        try:
+            metrics, last_ckpt = _train_epochs(cfg, training, epoch_figures, tracker, save, end, ckpt_dir, clock)
+        except KeyboardInterrupt:
+            log.warning("stopped in epoch %d: %s", state.epoch + 1, _how_to_go_on(cfg, state))
+            raise
         run_metrics = _run_metrics(metrics, state, ctx.world_size)
         tracker.log_metrics(run_metrics, step=0)
         if cfg.target_top1_err is not None and state.target is None:  # reached: tagged at that epoch
             tracker.set_tags({TARGET_TAG: _target_sentence(cfg, state)})
-    return RunSummary(state.run_id, end.outcome(), uri, {**complexity, **metrics, **run_metrics}, last_ckpt)
+    return RunSummary(state.run_id, end.outcome(), uri, {**complexity, **metrics, **run_metrics}, last_ckpt,
+                      state.epoch)
 
 
 def _prepare(cfg: TrainConfig, dist, model: nn.Module, checkpoint: dict | None, state: TrainState) -> Training:
@@ -267,7 +273,29 @@ def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], 
 
 def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peaks: Peaks, flops: int,
            energy: EnergyCounter) -> EpochResult:
-    """Train one epoch and evaluate the model rank 0 checkpoints; the figures are the job's."""
+    """Train one epoch and evaluate the model rank 0 checkpoints; the figures are the job's. Bad data that one rank
+    meets mid-epoch (an unreadable image in its shard) stops every rank, with the line that names it, the line rank 0
+    prints and the run records; the other ranks would otherwise wait for it in a collective until that broke off."""
+    try:
+        return _epoch_figures(epoch, cfg, dist, t, loaders, peaks, flops, energy)
+    except UsageError as err:
+        raise type(err)(f"{err}; once that is mended, {_how_to_go_on(cfg, t.state)}") from None
+    except RuntimeError:  # a collective broke off: a rank that met bad data while training left it, saying why
+        problem = dist.peers_problem()
+        if problem is None:
+            raise
+        raise UsageError(f"{problem}; once that is mended, {_how_to_go_on(cfg, t.state)}") from None
+
+
+def _how_to_go_on(cfg: TrainConfig, state: TrainState) -> str:
+    """How a run stopped in the middle of an epoch goes on: from its last checkpoint, if it has one."""
+    if state.epoch == 0:
+        return "start the run again (no epoch was checkpointed yet)"
+    return f"continue after epoch {state.epoch} with --resume {Path(cfg.checkpoint_dir) / str(state.run_id)}"
+
+
+def _epoch_figures(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peaks: Peaks, flops: int,
+                   energy: EnergyCounter) -> EpochResult:
     _seed_epoch(cfg.data.seed, epoch, dist.ctx.rank)
     loaders.train.set_epoch(epoch)
     lr = t.step.optimizer.param_groups[0]["lr"]
@@ -276,6 +304,9 @@ def _epoch(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, peaks: Peak
                                  energy.read_j)
     except RunFault as fault:
         raise RunFault(f"epoch {epoch}: {fault}") from None
+    except UsageError as err:  # bad data in this rank's shard: the others wait for it in a collective until it exits
+        dist.tell_peers(str(err))
+        raise RankError(str(err)) from None  # said at once: rank 0 may be stopped as soon as this rank exits
     dist.broadcast_buffers(t.model)
     val = evaluate(t.eval_model, loaders.val, t.step.autocast, dist, loaders.spec)
     t.scheduler.step()
@@ -374,6 +405,7 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm,
     faults = NonFiniteWatch(dist.ctx.device, step.scaler)
     steps = min(len(loader), cfg.data.steps or len(loader))
     timed = full_batch_steps(min(loader.num_samples, steps * cfg.data.batch_size), cfg.data.batch_size)
+    progress.reset(total=steps)  # a percentage and the time left: an ImageNet epoch takes hours
     with progress:
         sampled = step.breakdown.iterate(loader, steps, timed)
         for i, (images, labels) in enumerate(timer.iterate(sampled, steps, timed)):
@@ -428,15 +460,24 @@ def evaluate(model: nn.Module, loader, autocast, dist, spec: DatasetSpec) -> dic
     started = time.perf_counter()
     model.eval()
     k = min(5, spec.num_classes)
-    sums = torch.zeros(3, dtype=torch.float64, device=dist.ctx.device)  # loss sum, top-1 correct, top-k correct
-    seen = 0
-    for images, labels in loader:
-        with autocast():
-            logits = model(images).float()
-        hits = logits.topk(k, dim=1).indices == labels[:, None]
-        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[:, 0].sum(), hits.any(1).sum()])
-        seen += len(labels)
-    (loss_sum, top1, topk), n = _reduce(dist, sums, seen)
+    # loss sum, top-1 correct, top-k correct, and whether this rank met bad data
+    sums = torch.zeros(4, dtype=torch.float64, device=dist.ctx.device)
+    seen, problem = 0, None
+    try:
+        for images, labels in loader:
+            with autocast():
+                logits = model(images).float()
+            hits = logits.topk(k, dim=1).indices == labels[:, None]
+            sums[:3] += torch.stack([F.cross_entropy(logits, labels, reduction="sum"), hits[:, 0].sum(),
+                                     hits.any(1).sum()])
+            seen += len(labels)
+    except UsageError as err:  # bad data in this rank's share: every rank learns of it from the sums
+        problem = str(err)
+        dist.tell_peers(problem)
+        sums[3] = 1
+    (loss_sum, top1, topk, bad), n = _reduce(dist, sums, seen)
+    if bad:  # rank 0 says it and the run records it, whichever rank met it
+        raise UsageError(problem or dist.peers_problem() or "another rank met bad validation data")
     if n != spec.val_size:
         raise RuntimeError(f"evaluated {n} images, but the validation set has {spec.val_size}")
     return {"val_loss": loss_sum / n, "val_top1_err": 100 * (1 - top1 / n), "val_top5_err": 100 * (1 - topk / n),
@@ -587,7 +628,7 @@ def _log_epoch(epoch: int, epochs: int, m: dict) -> None:
     log.info("epoch %d/%d  train loss %.4f err %.2f%%  val loss %.4f top-1 %.2f%% top-5 %.2f%%  "
              "%.1f img/s (window spread %s)  data wait %s  %.1f s",
              epoch, epochs, m["train_loss"], m["train_top1_err"], m["val_loss"], m["val_top1_err"],
-             m["val_top5_err"], m["epoch_images_per_sec"], format_pct(m["epoch_images_per_sec_spread"]),
+             m["val_top5_err"], m["epoch_images_per_sec"], format_spread(m["epoch_images_per_sec_spread"]),
              format_pct(100 * m["data_wait_frac"]), m["epoch_time_s"])
 
 
@@ -630,10 +671,15 @@ def _payload(cfg: TrainConfig, t: Training, epoch_metrics: dict, epoch_series: d
     }
 
 
-def _saved_state(payload: dict) -> TrainState:
+def _saved_state(payload: dict, source: str | None) -> TrainState:
     """Where a checkpointed run stands, and its run-level figures so far. Checkpoints written before those figures
     were kept in them hold the epoch, the best error and the run id at their top level."""
-    return TrainState(**(payload.get("state") or {k: payload[k] for k in ("epoch", "best_val_top1_err", "run_id")}))
+    try:
+        return TrainState(**(payload.get("state") or {k: payload[k] for k in ("epoch", "best_val_top1_err", "run_id")}))
+    except (KeyError, TypeError) as err:  # TypeError: a state entry of other fields
+        raise UsageError(f"--resume {source}: the checkpoint does not say where its run stands (no usable 'state' "
+                         f"entry: {type(err).__name__} {err}); give an epoch-NNNN.pt file that cnnbench "
+                         f"wrote") from None
 
 
 def _restore(payload: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -642,8 +688,10 @@ def _restore(payload: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
     set afterwards from the config the run resumes with."""
     try:
         model.load_state_dict(payload["model"])
-    except RuntimeError as err:
-        raise UsageError(f"checkpoint does not fit arch {payload['config']['arch']}: "
-                         f"{str(err).splitlines()[0]}") from None
-    optimizer.load_state_dict(payload["optimizer"])
-    scaler.load_state_dict(payload["scaler"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scaler.load_state_dict(payload["scaler"])
+    except KeyError as err:
+        raise UsageError(f"the checkpoint has no {err} entry; give an epoch-NNNN.pt file that cnnbench wrote") from None
+    except (RuntimeError, ValueError) as err:  # torch's first line is only a heading: the detail follows it
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise UsageError(f"checkpoint does not fit arch {payload['config']['arch']}: {' '.join(lines[:2])}") from None

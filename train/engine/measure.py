@@ -21,6 +21,8 @@ from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
 
+from train.engine.schema import TRUSTED_SPREAD_PCT, is_trusted_spread
+
 WINDOWS_PER_EPOCH = 10  # the automatic window size aims at this many windows per epoch ...
 MAX_WINDOW_STEPS = 20  # ... with at most this many steps each (a synchronisation per 20 steps costs nothing)
 
@@ -194,6 +196,15 @@ class EpochTimer:
 def format_pct(value: float) -> str:
     """A percentage for people: 'n/a' where it is undefined (NaN)."""
     return "n/a" if math.isnan(value) else f"{value:.1f} %"
+
+
+def format_spread(spread_pct: float) -> str:
+    """A timing-window spread for people, with a caution where it makes its figure untrustworthy."""
+    if is_trusted_spread(spread_pct):
+        return format_pct(spread_pct)
+    if math.isnan(spread_pct):
+        return "n/a: one timing window, steadiness unknown"
+    return f"{format_pct(spread_pct)}: over {TRUSTED_SPREAD_PCT:g} %, not to be trusted"
 
 
 def reset_peak_memory(device: torch.device) -> None:

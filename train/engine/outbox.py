@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import textwrap
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from train.engine.schema import EPOCH_METRICS, WINDOW_METRICS, is_declared_run_metric
 from train.errors import UsageError
 
 log = logging.getLogger("cnnbench")
@@ -33,6 +36,10 @@ END_TAG = "cnnbench.end"
 STATUS_TIME_TAG = "cnnbench.status_time_ms"
 OUTBOX_NAME = "mlflow-outbox.jsonl"
 RUNNING = "RUNNING"
+STATUSES = (RUNNING, "FINISHED", "KILLED", "FAILED")  # MLflow's run statuses that a run of cnnbench sets
+# A time further ahead of this machine's clock than this was not written by a run: kept, a status with it would make
+# every later status look older, and the run could never be closed again
+CLOCK_SKEW_MS = 10 * 60 * 1000
 
 
 def now_ms() -> int:
@@ -80,28 +87,34 @@ def is_transient(err: BaseException) -> bool:
 
 
 def describe(err: BaseException) -> str:
-    first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    first = textwrap.shorten(str(err).strip().splitlines()[0], 300, placeholder=" ...") if str(err).strip() else ""
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
-def deliver(client, run_id: str, write: dict) -> None:
+def deliver(client, run_id: str, write: dict) -> tuple[bool, list[str]]:
+    """Send one write. Whether the store took any of it (a replay leaves out what the store holds already), and
+    what of it the store holds with another value, which a replay never overwrites, in words."""
     from mlflow.entities import Metric, Param, RunTag
 
     if write["kind"] == "status":
-        _set_status(client, run_id, write)
-        return
+        return _set_status(client, run_id, write), []
     if write["kind"] == "dict":
+        if write.get("replay") and write["name"] in {a.path for a in client.list_artifacts(run_id)}:
+            return False, []
         client.log_dict(run_id, write["content"], write["name"])
-        return
+        return True, []
     if write["kind"] == "dataset":
         _log_dataset(client, run_id, write)
-        return
+        return True, []
+    conflicts = []
     if write.get("replay"):
-        write = _not_yet_logged(client, run_id, write)
-    if write["metrics"] or write["params"] or write["tags"]:
-        client.log_batch(run_id, metrics=[Metric(*m) for m in write["metrics"]],
-                         params=[Param(k, v) for k, v in write["params"].items()],
-                         tags=[RunTag(k, v) for k, v in write["tags"].items()])
+        write, conflicts = _not_yet_logged(client, run_id, write)
+    if not (write["metrics"] or write["params"] or write["tags"]):
+        return False, conflicts
+    client.log_batch(run_id, metrics=[Metric(*m) for m in write["metrics"]],
+                     params=[Param(k, v) for k, v in write["params"].items()],
+                     tags=[RunTag(k, v) for k, v in write["tags"].items()])
+    return True, conflicts
 
 
 DATASET_ATTEMPTS = 3
@@ -126,12 +139,12 @@ def _log_dataset(client, run_id: str, write: dict) -> None:
             time.sleep(0.1 * attempt)
 
 
-def _set_status(client, run_id: str, write: dict) -> None:
+def _set_status(client, run_id: str, write: dict) -> bool:
     from mlflow.entities import RunTag
 
     stored = client.get_run(run_id).data.tags.get(STATUS_TIME_TAG)
     if stored is not None and int(stored) > write["time"]:
-        return  # a later segment of the run has set its status since
+        return False  # a later segment of the run has set its status since
     tags = {STATUS_TIME_TAG: str(write["time"])}
     if write["status"] != RUNNING:
         tags[END_TAG] = write["reason"]
@@ -140,10 +153,12 @@ def _set_status(client, run_id: str, write: dict) -> None:
         client.update_run(run_id, status=RUNNING)
     else:
         client.set_terminated(run_id, write["status"], end_time=write["time"])
+    return True
 
 
-def _not_yet_logged(client, run_id: str, write: dict) -> dict:
-    """The part of a replayed batch that the store does not hold yet."""
+def _not_yet_logged(client, run_id: str, write: dict) -> tuple[dict, list[str]]:
+    """The part of a replayed batch that the store does not hold yet, and the params and tags it holds with other
+    values (never set again: MLflow params cannot change, and a tag the store holds is the later one)."""
     data = client.get_run(run_id).data
     latest = {}  # (key, step) -> the latest timestamp the store holds there
     for key in {m[0] for m in write["metrics"]}:
@@ -152,8 +167,11 @@ def _not_yet_logged(client, run_id: str, write: dict) -> dict:
     # an epoch's (or a window's) value is logged once per run; a run-level figure (step 0) not over a later one
     metrics = [[key, value, timestamp, step] for key, value, timestamp, step in write["metrics"]
                if (key, step) not in latest or (step == 0 and latest[key, step] < timestamp)]
+    conflicts = [f"{kind} {k}={v!r} (the run holds {held[k]!r})" for kind, given, held in
+                 (("param", write["params"], data.params), ("tag", write["tags"], data.tags))
+                 for k, v in given.items() if k in held and held[k] != v]
     return batch(metrics, {k: v for k, v in write["params"].items() if k not in data.params},
-                 {k: v for k, v in write["tags"].items() if k not in data.tags})
+                 {k: v for k, v in write["tags"].items() if k not in data.tags}), conflicts
 
 
 class Outbox:
@@ -165,6 +183,8 @@ class Outbox:
         self.last_problem: str | None = None  # why the last delivery failed
         self.delivered = 0
         self.delivered_late = 0  # after an outage: each was retried
+        self.applied = 0  # delivered writes the store took (a replay of what it holds is delivered, not applied)
+        self.not_applied: list[str] = []  # what replays held that the store holds with other values, in words
 
     def send(self, write: dict) -> None:
         self.pending.append(write)
@@ -187,7 +207,7 @@ class Outbox:
         """Deliver the queue in order; True when it is empty. Keeps the file in step with the queue."""
         while self.pending:
             try:
-                deliver(self.client, self.run_id, self.pending[0])
+                applied, conflicts = deliver(self.client, self.run_id, self.pending[0])
             except Exception as err:
                 if not is_store_error(err):
                     raise
@@ -199,6 +219,8 @@ class Outbox:
                 return False
             self.pending.pop(0)
             self.delivered += 1
+            self.applied += applied
+            self.not_applied += conflicts
             self.delivered_late += self.outage_since is not None
         if self.outage_since is not None:
             log.warning("MLflow store %s answers again: queued writes delivered after %.0f s", self.uri,
@@ -250,36 +272,107 @@ class Outbox:
 # what each kind of write holds, for reading a file back
 _FIELDS = {"batch": {"metrics": list, "params": dict, "tags": dict},
            "status": {"status": str, "reason": str, "time": int},
-           "dict": {"name": str, "content": dict}}
+           "dict": {"name": str, "content": dict},
+           "dataset": {"name": str, "digest": str, "source_type": str, "source": str, "context": str}}
+_SET_WITH_A_STATUS = (END_TAG, STATUS_TIME_TAG)
 
 
-def read_outbox(path: Path) -> tuple[dict, list[dict]]:
-    """The header ({uri, run_id}) and the writes of an outbox file; anything else is a one-line UsageError."""
+def read_outbox(path: Path, epochs: int | None = None) -> tuple[dict, list[dict]]:
+    """The header ({uri, run_id}) and the writes of an outbox file, checked whole before any is delivered: what no
+    run of cnnbench writes (an unknown status, a step outside the schedule of ``epochs`` when it is known, a value
+    that is not a number, a time in the future) is a one-line UsageError naming the file's line."""
     try:
-        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, ValueError) as err:  # ValueError: not UTF-8, not JSON
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8
         raise UsageError(f"{path}: not a readable cnnbench outbox ({describe(err)})") from None
-    problem = _malformed(lines)
+    numbered = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            numbered.append((number, json.loads(line)))
+        except ValueError as err:
+            where = (f"{err.msg.removesuffix(' at')} at column {err.colno}" if isinstance(err, json.JSONDecodeError)
+                     else describe(err))
+            raise UsageError(f"{path}: not a readable cnnbench outbox (line {number} is not JSON: {where}; "
+                             f"a file cut short by a full disk or a copy?)") from None
+    problem = _malformed(numbered, epochs)
     if problem:
-        raise UsageError(f"{path}: not a cnnbench outbox ({problem})")
-    return lines[0], lines[1:]
+        raise UsageError(f"{path}: not a cnnbench outbox of this run, nothing written ({problem})")
+    return numbered[0][1], [write for _, write in numbered[1:]]
 
 
-def _malformed(lines: list) -> str | None:
-    if not lines:
+def _malformed(numbered: list[tuple[int, object]], epochs: int | None) -> str | None:
+    if not numbered:
         return "empty"
-    header = lines[0]
+    header = numbered[0][1]
     if not (isinstance(header, dict) and isinstance(header.get("uri"), str) and isinstance(header.get("run_id"), str)):
         return "line 1 is not a header with the store's uri and the run_id"
-    for number, write in enumerate(lines[1:], start=2):
+    latest = now_ms() + CLOCK_SKEW_MS
+    for number, write in numbered[1:]:
         fields = _FIELDS.get(write.get("kind")) if isinstance(write, dict) else None
         if fields is None or not all(isinstance(write.get(k), t) for k, t in fields.items()):
             return f"line {number} is not a write of a known kind with its fields"
-        if write["kind"] == "batch" and not all(_is_metric(m) for m in write["metrics"]):
-            return f"line {number} has a metric that is not [key, value, timestamp, step]"
+        problem = _bad_write(write, epochs, latest)
+        if problem:
+            return f"line {number} {problem}"
     return None
 
 
-def _is_metric(m) -> bool:
-    return (isinstance(m, list) and len(m) == 4 and isinstance(m[0], str) and isinstance(m[1], (int, float))
-            and isinstance(m[2], int) and isinstance(m[3], int))
+def _bad_write(write: dict, epochs: int | None, latest: int) -> str | None:
+    """What in a well-formed write no run of cnnbench writes."""
+    if write["kind"] == "status":
+        if write["status"] not in STATUSES:
+            return f"has status {write['status']!r}; a run's status is one of {', '.join(STATUSES)}"
+        return _bad_time(write["time"], latest)
+    if write["kind"] == "dict":
+        name = PurePosixPath(write["name"])
+        if not write["name"] or name.is_absolute() or ".." in name.parts:
+            return f"names artifact {write['name']!r}, which would land outside the run's artifact folder"
+        return None
+    if write["kind"] != "batch":
+        return None
+    if not all(isinstance(v, str) for v in (*write["params"].values(), *write["tags"].values())):
+        return "has a param or tag whose value is not text"
+    reserved = sorted(set(write["tags"]) & set(_SET_WITH_A_STATUS))
+    if reserved:
+        return f"sets tag {reserved[0]}, which only a status write sets"
+    for metric in write["metrics"]:
+        problem = _bad_metric(metric, epochs, latest)
+        if problem:
+            return problem
+    return None
+
+
+def _bad_metric(m, epochs: int | None, latest: int) -> str | None:
+    if not (isinstance(m, list) and len(m) == 4 and isinstance(m[0], str) and _is_number(m[1])
+            and isinstance(m[2], int) and isinstance(m[3], int)):
+        return "has a metric that is not [key, value, timestamp, step]"
+    key, value, timestamp, step = m
+    # NaN is how a run records a figure that is undefined (the spread of a single timing window); infinity never
+    if math.isinf(value):
+        return f"gives {key} the value {value}, not a finite number"
+    if key in EPOCH_METRICS:
+        top = f"..{epochs}" if epochs is not None else " or more"
+        if step < 1 or (epochs is not None and step > epochs):
+            return f"logs {key} at step {step}: an epoch metric's step is its epoch, 1{top}"
+    elif key in WINDOW_METRICS:
+        if step < 1:
+            return f"logs {key} at step {step}: a timing window's step counts from 1"
+    elif is_declared_run_metric(key):
+        if step != 0:
+            return f"logs {key} at step {step}: a run-level figure is logged at step 0"
+    else:
+        return f"logs {key!r}, a metric train.engine.schema does not declare"
+    return _bad_time(timestamp, latest)
+
+
+def _bad_time(ms: int, latest: int) -> str | None:
+    if 0 <= ms <= latest:
+        return None
+    return (f"is timed {ms} ms, before 1970 or more than {CLOCK_SKEW_MS // 60000} minutes ahead of this machine's "
+            f"clock ({now_ms()} ms)")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -29,10 +30,22 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch call
 CREATED_AS_TAG = "cnnbench.created_as"  # a key given to the run at creation, to find it when the answer is lost
 RETRY_S = 2.0
+# what a resumed run changed, MLflow params being unchangeable: cnnbench.resumed.epoch-6 = "epochs: 10 -> 20; ..."
+RESUME_TAG = "cnnbench.resumed.epoch-{epoch}"
 
 
 def tracking_uri(configured: str | None) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def planned_epochs(params: dict, tags: dict) -> int | None:
+    """The most epochs a run's schedule has had: its ``epochs`` param, or more where a resume raised it; None for a
+    run without that param."""
+    found = [params["epochs"]] if "epochs" in params else []
+    prefix = RESUME_TAG.format(epoch="")
+    found += [n for key, value in tags.items() if key.startswith(prefix)
+              for n in re.findall(r"(?:^|; )epochs: \S+ -> (\d+)", value)]
+    return max(map(int, found)) if found else None
 
 
 def _undeclared(names, declared) -> list[str]:
@@ -51,6 +64,55 @@ def unknown_scheme(uri: str) -> str | None:
 
     scheme = urlsplit(uri).scheme.split("+")[0]
     return None if scheme in {"", "file", "http", "https", "databricks", *DATABASE_ENGINES} else scheme
+
+
+STORES = "MLflow stores are http(s)://SERVER:PORT, sqlite:///FILE, postgresql://, mysql:// or mssql://"
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # each engine's default
+
+
+def _as_given(uri: str) -> str:
+    """Where the URI came from, for a message about it: the flag, or the environment variable."""
+    return f"MLFLOW_TRACKING_URI={uri}" if os.environ.get("MLFLOW_TRACKING_URI") == uri else f"--tracking-uri {uri}"
+
+
+def _file_stores_allowed() -> bool:
+    from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+    return bool(MLFLOW_ALLOW_FILE_STORE.get())
+
+
+def _unanswered(uri: str, timeout_s: float) -> str | None:
+    """Why the tracking server at ``uri`` cannot be used: no answer, or an answer that is not MLflow's."""
+    import urllib.error
+    import urllib.request
+
+    health = uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError as err:  # an answer: a web server, but not an MLflow tracking server
+        if err.code in (401, 403):  # one that asks for credentials: MLflow's client brings them ($MLFLOW_TRACKING_*)
+            return None
+        return (f"{uri} answers, but not as an MLflow tracking server ({health}: HTTP {err.code} {err.reason}); "
+                f"is that the server's address and port?")
+    except OSError as err:  # URLError, timeouts and refused connections are all OSErrors
+        return f"MLflow tracking server {uri} cannot be reached: {getattr(err, 'reason', err)}"
+
+
+def _database_unreachable(uri: str, timeout_s: float) -> str | None:
+    """Why the database server of a database store cannot be reached (nothing listening, no such host), found by
+    connecting to it; None for other stores and servers that take the connection."""
+    parts = urlsplit(uri)
+    engine = parts.scheme.split("+")[0]
+    if engine not in DATABASE_PORTS or not parts.hostname:  # no host: a local socket, left to the driver
+        return None
+    address = (parts.hostname, parts.port or DATABASE_PORTS[engine])
+    try:
+        with socket.create_connection(address, timeout=timeout_s):
+            return None
+    except OSError as err:
+        return (f"MLflow tracking store {engine}://{address[0]}:{address[1]} cannot be reached: "
+                f"{err.strerror or err} (is the database server running, and is that its address and port?)")
 
 
 def artifact_location(uri: str, experiment: str) -> str | None:
@@ -124,13 +186,15 @@ class MlflowTracker:
     def _open(self, run_name: str, params: dict, config: dict, tags: dict) -> None:
         from mlflow import MlflowClient  # slow to import: only rank 0 pays for it
 
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+        quiet_mlflow()
         try:
             self.client = MlflowClient(self.uri)  # a sqlite store is created (or fails) right here
         except Exception as err:  # any error here means the store is unusable: say so once
             raise UsageError(f"cannot use MLflow tracking store {self.uri}: {outbox.describe(err)}") from None
         reopened = self.run_id is not None
-        if not reopened:
+        if reopened:
+            self._check_reopenable()
+        else:
             self.run_id = self._create_run(run_name, tags)
         self.opened = True
         self.outbox = outbox.Outbox(self.client, self.uri, self.run_id)
@@ -142,6 +206,23 @@ class MlflowTracker:
         else:
             self.log_params(params)
             self.outbox.send(outbox.dict_artifact("config.json", config))
+
+    def _check_reopenable(self) -> None:
+        """A resumed run that the store has deleted, or never held, takes no writes: say so before any work. A store
+        that does not answer now is waited for like any other (the run's writes are queued)."""
+        try:
+            run = self.client.get_run(self.run_id)
+        except Exception as err:
+            if not outbox.is_store_error(err):
+                raise
+            if outbox.is_transient(err):
+                return
+            raise UsageError(f"run {self.run_id} of the checkpoint is not in MLflow tracking store {self.uri} "
+                             f"({outbox.describe(err)}): give the --tracking-uri it was logged to") from None
+        if run.info.lifecycle_stage == "deleted":
+            raise UsageError(f"run {self.run_id} of the checkpoint is deleted in {self.uri}: restore it "
+                             f"(`mlflow runs restore --run-id {self.run_id}` with MLFLOW_TRACKING_URI={self.uri}, or "
+                             f"the MLflow UI) to resume it, or train a new run without --resume")
 
     def _create_run(self, run_name: str, tags: dict) -> str:
         """Create the run once, even when the store's answer is lost: a retry first looks for the run by a key
@@ -167,24 +248,27 @@ class MlflowTracker:
                 time.sleep(RETRY_S)
 
     def probe(self, timeout_s: float = 5.0) -> str | None:
-        """Why the store cannot be used, or None. Quick: MLflow's own client retries an absent server for minutes."""
+        """Why the store cannot be used, or None. Quick: MLflow's own client retries an absent server for minutes,
+        and a database server for about two."""
+        given = _as_given(self.uri)
+        try:
+            urlsplit(self.uri).port  # a bracket left open or a port that is no number: ValueError
+        except ValueError as err:
+            return f"{given}: not a URI ({err})"
         scheme = unknown_scheme(self.uri)
         if scheme:
-            return (f"--tracking-uri {self.uri}: unknown scheme {scheme!r} (MLflow stores are http(s)://SERVER, "
-                    f"sqlite:///FILE, postgresql://, mysql://, mssql://, file:FOLDER or a folder)")
+            return f"{given}: unknown scheme {scheme!r} ({STORES})"
+        if urlsplit(self.uri).scheme in ("", "file") and not _file_stores_allowed():
+            what = "a folder" if urlsplit(self.uri).scheme else "no scheme, so a folder to MLflow"
+            return (f"{given}: {what}, its file store, which MLflow keeps in maintenance mode and refuses unless "
+                    f"MLFLOW_ALLOW_FILE_STORE=true; {STORES}")
         if self.uri.startswith(("http://", "https://")):
-            import urllib.request
-
-            try:
-                with urllib.request.urlopen(self.uri.rstrip("/") + "/health", timeout=timeout_s):
-                    return None
-            except OSError as err:  # URLError, timeouts and refused connections are all OSErrors
-                return f"MLflow tracking server {self.uri} cannot be reached: {getattr(err, 'reason', err)}"
+            return _unanswered(self.uri, timeout_s)
         db = sqlite_file(self.uri)
         if db is not None and not db.resolve().parent.is_dir():  # MLflow would create the whole path: a typo
             return (f"cannot use MLflow tracking store {self.uri}: folder {db.resolve().parent} does not exist "
                     f"(create it first if that is where the store belongs)")
-        return None  # other stores are created, or refused, when the run opens
+        return _database_unreachable(self.uri, timeout_s)  # other stores are created, or refused, when the run opens
 
     def _experiment_id(self) -> str:
         found = self.client.get_experiment_by_name(self.experiment)
@@ -375,6 +459,16 @@ def _shared_run_id(dist, run_id: str | None) -> str:
     return "".join(chr(int(c)) for c in dist.all_reduce_sum(codes).tolist() if c)
 
 
+def quiet_mlflow() -> None:
+    """MLflow's INFO lines (a new sqlite store, its migrations, the system-metrics thread) clutter a run's stderr:
+    WARNING and up only, unless $MLFLOW_LOGGING_LEVEL asks for more."""
+    levels = {"alembic": logging.WARNING}
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:
+        levels["mlflow"] = logging.WARNING
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
 def open_store(uri: str):
     """An ``MlflowClient`` for reading the runs of ``uri``; a store that cannot be used is a UsageError."""
     from mlflow import MlflowClient
@@ -382,8 +476,7 @@ def open_store(uri: str):
     problem = MlflowTracker(uri, experiment="").probe()  # fails fast where MLflow would retry for minutes
     if problem:
         raise UsageError(problem)
-    for chatty in ("alembic", "mlflow.store.db.utils"):  # they announce every new sqlite store at INFO
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    quiet_mlflow()
     try:
         client = MlflowClient(uri)
         client.search_experiments(max_results=1)  # MLflow opens a store lazily: open it here
