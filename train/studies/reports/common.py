@@ -111,10 +111,9 @@ def measured(runs, metric: str) -> Measured | None:
     return Measured(tuple(r.data.metrics[metric] for r in trusted or with_value), flagged=not trusted)
 
 
-def flagged_runs(runs, metric: str | None = None) -> str:
-    """A Markdown section naming every run flagged for ``metric`` (None: any figure) and why (empty when none is)."""
-    lines = [f"- {r.info.run_name} (`{r.info.run_id}`): {', '.join(run_flags(r, metric))}"
-             for r in runs if run_flags(r, metric)]
+def flagged_runs(runs) -> str:
+    """A Markdown section naming every flagged run and why (empty when none is)."""
+    lines = [f"- {r.info.run_name} (`{r.info.run_id}`): {', '.join(run_flags(r))}" for r in runs if run_flags(r)]
     if not lines:
         return ""
     return "\n".join([
