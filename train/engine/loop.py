@@ -59,12 +59,12 @@ from train.engine.measure import (
     Window,
     format_pct,
     full_batch_steps,
+    images_per_sec,
     job_windows,
     median_and_spread,
     peak_memory_mib,
     peak_memory_reserved_mib,
     reset_peak_memory,
-    images_per_sec,
     steady_rates,
     window_series,
 )
