@@ -1,11 +1,8 @@
 """How often ``cnnbench compare`` is right, and from how many runs per side it may give a verdict at all.
 
 Its statistics (``train.studies.stats``, as compare calls them) on simulated runs whose truth is known, for 1-6
-runs per side, at 3 % and 10 % run-to-run spread, for both kinds of metric:
-- windows (images/s): a run is 40 timing windows, its level × a run factor (log-normal, sd = the spread) × window
-  noise of 5 % sd that is autocorrelated (AR(1), φ = 0.8: neighbouring windows share a clock boost, a neighbour's
-  load), so a run's windows say little about the next run;
-- one value (an error, a time to target): its level × a run factor.
+runs per side, at 3 % and 10 % run-to-run spread. A run is one value (its images/s, an error, a time to target,
+as compare reads them): its level × a run factor (log-normal, sd = the spread).
 Per row, --trials comparisons of two sides of one configuration (A/A: a difference called is a false alarm) and
 of two whose levels differ by --ratio (is that ratio inside the 95 % interval; is the difference found). The
 bounds: false alarms <= 5 %, coverage >= 90 %, at both spreads. A verdict is given from stats.RUNS_NEEDED runs
@@ -15,7 +12,7 @@ than RUNS_NEEDED (a verdict given where the method does not hold).
   python benchmarks/bootstrap.py                 # 20,000 trials a row (binomial sd of 5 %: 0.15 %)
 
 (The file keeps its name from the bootstrap that compare used before; that bootstrap's false alarms were 57.5 %
-at 1 run per side, 25 % at 2 and 5.5 % at 3, windows, 3 % spread.)
+at 1 run per side, 25 % at 2 and 5.5 % at 3, resampling timing windows, 3 % spread.)
 """
 from __future__ import annotations
 
@@ -26,30 +23,21 @@ import numpy as np
 
 from train.studies import stats
 
-WINDOWS, WINDOW_NOISE, WINDOW_PHI = 40, 0.05, 0.8
 SPREADS = (0.03, 0.10)
 RUNS = range(1, 7)
 MAX_FALSE_ALARMS, MIN_COVERAGE = 0.05, 0.90
 
 
-def run_values(rng: np.random.Generator, kind: str, shape: tuple[int, int], level: float, spread: float) -> np.ndarray:
-    """``shape`` = (trials, runs) simulated runs' values: a run's median window, or its one value."""
-    levels = level * rng.lognormal(0, spread, shape)
-    if kind == stats.ONE_VALUE:
-        return levels
-    shocks = rng.normal(0, WINDOW_NOISE * np.sqrt(1 - WINDOW_PHI ** 2), (*shape, WINDOWS))
-    noise = np.empty_like(shocks)
-    noise[..., 0] = rng.normal(0, WINDOW_NOISE, shape)
-    for i in range(1, WINDOWS):
-        noise[..., i] = WINDOW_PHI * noise[..., i - 1] + shocks[..., i]
-    return np.median(levels[..., None] * (1 + noise), axis=-1)  # stats.run_values: a run's median window
+def run_values(rng: np.random.Generator, shape: tuple[int, int], level: float, spread: float) -> np.ndarray:
+    """``shape`` = (trials, runs) simulated runs' values."""
+    return level * rng.lognormal(0, spread, shape)
 
 
-def rates(rng: np.random.Generator, kind: str, runs: int, spread: float, args) -> tuple[float, float, float]:
+def rates(rng: np.random.Generator, runs: int, spread: float, args) -> tuple[float, float, float]:
     """(A/A false alarms, coverage of the true ratio, difference found), as fractions of the trials: the method's
     own answers (stats.welch_ratio, as compare's stats.ratio_interval calls it), whether or not compare shows a
     verdict at this n."""
-    a, same, b = (run_values(rng, kind, (args.trials, runs), level, spread) for level in (100, 100, 100 * args.ratio))
+    a, same, b = (run_values(rng, (args.trials, runs), level, spread) for level in (100, 100, 100 * args.ratio))
     _, low, high = stats.welch_ratio(a, same)
     alarms = (low > 1) | (high < 1)  # NaN bounds (one run) compare False: no interval, no alarm
     _, low, high = stats.welch_ratio(a, b)
@@ -65,30 +53,25 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     rng = np.random.default_rng(args.seed)
-    print(f"B / A = {args.ratio}, {args.trials} trials a row; windows: {WINDOWS} per run, {WINDOW_NOISE:.0%} noise, "
-          f"AR(1) φ {WINDOW_PHI}; bounds: false alarms <= {MAX_FALSE_ALARMS:.0%}, coverage >= {MIN_COVERAGE:.0%}")
-    wrong = []
-    for kind in (stats.WINDOWED, stats.ONE_VALUE):
-        print(f"\n{kind}: runs per side | run spread | A/A false alarms | true ratio covered | difference found "
-              f"| compare's verdict")
-        holds = {}
-        for runs in RUNS:
-            holds[runs] = True
-            for spread in SPREADS:
-                alarms, covered, found = rates(rng, kind, runs, spread, args)
-                holds[runs] &= alarms <= MAX_FALSE_ALARMS and covered >= MIN_COVERAGE
-                shown = "given" if runs >= stats.RUNS_NEEDED[kind] else "too few runs"
-                covered_text = f"{covered:.1%}" if runs > 1 else "— (one run: no interval)"
-                print(f"{runs:d} | {spread:.0%} | {alarms:.1%} | {covered_text} | {found:.1%} | {shown}", flush=True)
-        fewest = min((n for n in RUNS if all(holds[m] for m in RUNS if m >= n)), default=None)
-        print(f"{kind}: the bounds hold from {fewest} runs per side on; compare gives verdicts from "
-              f"{stats.RUNS_NEEDED[kind]} (stats.RUNS_NEEDED)")
-        if fewest is None or fewest > stats.RUNS_NEEDED[kind]:
-            wrong.append(kind)
-    if wrong:
-        print(f"\nMISMATCH: compare gives verdicts where the bounds do not hold ({', '.join(wrong)}): raise "
-              f"stats.RUNS_NEEDED")
-    return 1 if wrong else 0
+    print(f"B / A = {args.ratio}, {args.trials} trials a row; bounds: false alarms <= {MAX_FALSE_ALARMS:.0%}, "
+          f"coverage >= {MIN_COVERAGE:.0%}")
+    print("\nruns per side | run spread | A/A false alarms | true ratio covered | difference found | compare's verdict")
+    holds = {}
+    for runs in RUNS:
+        holds[runs] = True
+        for spread in SPREADS:
+            alarms, covered, found = rates(rng, runs, spread, args)
+            holds[runs] &= alarms <= MAX_FALSE_ALARMS and covered >= MIN_COVERAGE
+            shown = "given" if runs >= stats.RUNS_NEEDED else "too few runs"
+            covered_text = f"{covered:.1%}" if runs > 1 else "— (one run: no interval)"
+            print(f"{runs:d} | {spread:.0%} | {alarms:.1%} | {covered_text} | {found:.1%} | {shown}", flush=True)
+    fewest = min((n for n in RUNS if all(holds[m] for m in RUNS if m >= n)), default=None)
+    print(f"the bounds hold from {fewest} runs per side on; compare gives verdicts from {stats.RUNS_NEEDED} "
+          f"(stats.RUNS_NEEDED)")
+    if fewest is None or fewest > stats.RUNS_NEEDED:
+        print("\nMISMATCH: compare gives verdicts where the bounds do not hold: raise stats.RUNS_NEEDED")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

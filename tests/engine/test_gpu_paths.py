@@ -375,11 +375,11 @@ def test_energy_per_image_is_over_the_timed_windows_and_energy_to_target_over_wh
     cfg = type("Cfg", (), {"target_top1_err": 20.0})()
     epoch = {"val_top1_err": 19.0, "top1_err": 30.0, "epoch_time_s": 1.0, "eval_time_s": 0.5}
     state = loop.TrainState(energy_j=100.0)
-    loop._count(state, 1, loop.EpochResult(epoch, [], 10, energy_j=50.0), run_seconds=2.0)
+    loop._count(state, 1, loop.EpochResult(epoch, [], 10, 10, 1.0, energy_j=50.0), run_seconds=2.0)
     assert loop._reaches_target(cfg, state)
     assert state.target["energy_to_target_j"] == 150.0
     state = loop.TrainState(energy_j=math.nan)
-    loop._count(state, 1, loop.EpochResult(epoch, [], 10, energy_j=50.0), run_seconds=2.0)
+    loop._count(state, 1, loop.EpochResult(epoch, [], 10, 10, 1.0, energy_j=50.0), run_seconds=2.0)
     assert loop._reaches_target(cfg, state) and "energy_to_target_j" not in state.target
 
 

@@ -6,16 +6,15 @@ the same paths against uninterrupted runs on every launcher.
 from __future__ import annotations
 
 import math
-import statistics
 
 import pytest
 import torch
 
 from launchers import single
-from tests.studies.test_suite import cnnbench
 from tests.workspace import Workspace
 from train.engine import loop
 from train.engine.checkpoint import find_checkpoint, load_checkpoint
+from train.engine.measure import EpochTimer, Window
 from train.engine.mfu import Peak, Peaks
 from train.engine.tracking import MlflowTracker
 from train.errors import UsageError
@@ -36,6 +35,18 @@ def resume(ws: Workspace, *flags: str) -> None:
 def logged(ws: Workspace, metric: str) -> list[tuple[int, float]]:
     (run,) = ws.runs()
     return [(m.step, m.value) for m in ws.history(run.info.run_id, metric)]
+
+
+def script_window_seconds(patch: pytest.MonkeyPatch, seconds: list[float]) -> None:
+    """Each timing window the run closes takes the next of ``seconds`` as its wall time: windows of known, unequal
+    lengths, where the median window's images/s and all steady-state images / all their seconds differ."""
+    script = iter(seconds)
+    close = EpochTimer._close_window
+
+    def scripted(timer: EpochTimer, window: Window) -> None:
+        close(timer, window._replace(seconds=next(script)))
+
+    patch.setattr(EpochTimer, "_close_window", scripted)
 
 
 @pytest.fixture
@@ -127,16 +138,18 @@ def test_a_target_first_given_at_resume_is_held_against_the_epochs_before_it(ws)
     assert run.data.tags[loop.TARGET_TAG].startswith("reached at epoch 1 after ")
 
 
-def test_every_window_of_a_run_resumed_with_other_window_steps_keeps_its_own_step(ws, capsys):
-    train(ws, "--epochs", "2", "--stop-after", "1", "--window-steps", "1")  # 4 steps: 4 windows
-    resume(ws, "--window-steps", "2")  # 2 windows
+def test_a_run_resumed_with_other_window_steps_numbers_every_window_and_sums_both_segments_steady_state(
+        ws, monkeypatch):
+    """Every window keeps its own step; and the checkpoint carries the first segment's steady-state images and
+    seconds, so the run's images/s is an uninterrupted run's: all its images over all its seconds, not the last
+    segment's (64 / 10 s) nor the median window's (16 images/s)."""
+    script_window_seconds(monkeypatch, [1.0, 1.0, 1.0, 4.0, 2.0, 8.0])
+    train(ws, "--epochs", "2", "--stop-after", "1", "--window-steps", "1")  # 4 steps of 16 images: 4 windows
+    resume(ws, "--window-steps", "2")  # 2 windows of 32 images
     windows = logged(ws, "train_images_per_sec_window")
-    assert [step for step, _ in windows] == [1, 2, 3, 4, 5, 6]
+    assert windows == [(1, 16.0), (2, 16.0), (3, 16.0), (4, 4.0), (5, 16.0), (6, 4.0)]
     (run,) = ws.runs()
-    assert run.data.metrics["train_images_per_sec"] == statistics.median(rate for _, rate in windows)
-    code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
-                            "--metric", "images/s", "--tracking-uri", ws.uri)
-    assert code == 0 and "(1 run, 6 windows)" in out  # compare reads every one of them
+    assert run.data.metrics["train_images_per_sec"] == (64 + 64) / (7.0 + 10.0)
 
 
 def test_resuming_with_stop_at_target_past_the_target_is_refused_in_one_line(ws):

@@ -1,9 +1,9 @@
 """One run, one training images/s: the summary, the MLflow metric, the throughput report and ``cnnbench compare``
 show the same number (``train.engine.schema.TRAIN_IMAGES_PER_SEC``); and one val error (``VAL_ERROR``).
 
-A real in-process run on tiny synthetic data: two epochs of four one-step timing windows each, where the last
-epoch's images / seconds, its windows' median and the median of every window of the run are three different
-numbers.
+A real in-process run on tiny synthetic data: two epochs of four one-step timing windows each, whose wall times are
+scripted (``script_window_seconds``) so that the run's steady-state images / seconds (its figure), the last epoch's
+and the median window are three different numbers.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from mlflow import MlflowClient
 
 from launchers import single
+from tests.engine.test_resume import script_window_seconds
 from tests.studies.test_compare import rows_of
 from tests.studies.test_report import table
 from tests.studies.test_suite import cnnbench
@@ -31,6 +32,9 @@ TINY = ["--dataset", "synthetic", "--image-size", "32", "--num-classes", "10", "
         "--threads", "1", "--epochs", "2", "--no-system-metrics", "--experiment", "one"]
 
 
+SECONDS = [1.0, 1.0, 1.0, 4.0, 1.0, 1.0, 2.0, 4.0]  # the 8 windows of 16 images each: 16, 16, 16, 4, 16, 16, 8, 4 /s
+
+
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory):
     """The run, its printed summary, and its MLflow record."""
@@ -38,6 +42,7 @@ def one_run(tmp_path_factory):
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
         patch.chdir(ws.root)
+        script_window_seconds(patch, SECONDS)
         assert single.main([*ws.flags(), *TINY]) == 0
     (run,) = [r for r in ws.runs("one") if REPORT_TAG not in r.data.tags]
     return ws, printed.getvalue(), run
@@ -51,7 +56,9 @@ def test_summary_mlflow_report_and_compare_show_one_images_per_second(one_run, t
     ws, summary, run = one_run
     logged = run.data.metrics[TRAIN_IMAGES_PER_SEC]
     windows = [m.value for m in ws.history(run.info.run_id, "train_images_per_sec_window")]
-    assert len(windows) == 8 and logged == statistics.median(windows)  # every window of both epochs
+    assert windows == [16 / s for s in SECONDS]
+    assert logged == 8 * 16 / sum(SECONDS)  # 8.53: every steady-state image over every steady-state second
+    assert statistics.median(windows) == 16.0 and run.data.metrics["epoch_images_per_sec"] == 8.0  # not these
     assert summary_row(summary, "train images/s").startswith(f"{logged:.1f} (")
 
     code, _, _ = cnnbench(capsys, "report", "throughput", "--experiment", "one", "--out", str(tmp_path),
@@ -61,7 +68,7 @@ def test_summary_mlflow_report_and_compare_show_one_images_per_second(one_run, t
 
     code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
                             "--metric", "images/s", "val-error", "--tracking-uri", ws.uri)
-    assert code == 0 and rows_of(out)["images/s"]["A: median [95 % CI]"].startswith(f"{significant(logged)} [")
+    assert code == 0 and rows_of(out)["images/s"]["A: median [95 % CI]"] == f"{significant(logged)} (1 run)"
     record = compare_record(ws, out)
     assert record["metrics"]["images/s"]["a"]["estimate"] == logged  # the number itself, not only its print
 
@@ -74,7 +81,7 @@ def test_one_val_error_the_final_epochs_and_the_best_named_apart(one_run, tmp_pa
     code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
                             "--metric", "val-error", "--tracking-uri", ws.uri)
     assert code == 0 and compare_record(ws, out)["metrics"]["val-error"]["a"]["estimate"] == final
-    assert rows_of(out)["val-error"]["A: median [95 % CI]"].startswith(f"{percent(final)} [")
+    assert rows_of(out)["val-error"]["A: median [95 % CI]"] == f"{percent(final)} (1 run)"
 
 
 def compare_record(ws: Workspace, out: str) -> dict:

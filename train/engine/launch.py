@@ -121,7 +121,7 @@ def format_summary(cfg: TrainConfig, s) -> str:
         ("epochs", f"{s.epochs_done} of {cfg.epochs} planned" if s.epochs_done < cfg.epochs else str(cfg.epochs)),
         ("val top-1 error", f"{m[VAL_ERROR]:.2f} % after the last epoch (best epoch {m['best_val_top1_err']:.2f} %)"),
         ("val top-5 error", f"{m['final_val_top5_err']:.2f} % after the last epoch"),
-        ("train images/s", f"{m[TRAIN_IMAGES_PER_SEC]:.1f} (median of the run's timing windows; the last epoch's "
+        ("train images/s", f"{m[TRAIN_IMAGES_PER_SEC]:.1f} (the run's steady-state images / seconds; the last epoch's "
                            f"spread {format_spread(m['epoch_images_per_sec_spread'])}, "
                            f"data wait {format_pct(100 * m['data_wait_frac'])})"),
         ("parameters", f"{m['num_params'] / 1e6:.3f} M"),

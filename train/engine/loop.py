@@ -60,12 +60,12 @@ from train.engine.measure import (
     format_pct,
     format_spread,
     full_batch_steps,
+    images_per_sec,
     job_windows,
     median_and_spread,
     peak_memory_mib,
     peak_memory_reserved_mib,
     reset_peak_memory,
-    run_images_per_sec,
     steady_rates,
     window_series,
 )
@@ -101,7 +101,10 @@ class TrainState:
     target: dict | None = None  # the time-to-target metrics, from the epoch that reached --target-top1-err
     run_seconds: float = 0.0  # the run clock (time_to_target_s) at the end of the last epoch's evaluation
     startup_seconds: float = 0.0  # each segment's start-up, before its run start, summed
-    window_rates: list = field(default_factory=list)  # every steady-state window of the run, images/s
+    windows: int = 0  # steady-state timing windows logged so far (each has its step in the run)
+    # the job's steady-state images and seconds over every epoch so far: train_images_per_sec is their ratio
+    steady_images: int = 0
+    steady_seconds: float = 0.0
     # per epoch: its val_top1_err and the time-to-target figures it would give as the first to reach a target, so a
     # target given at --resume is held against the epochs before it too
     epochs: list = field(default_factory=list)
@@ -123,6 +126,8 @@ class EpochResult:
     metrics: dict  # the epoch's logged metrics
     window_rates: list[float]  # the job's full timing windows, images/s
     images: int  # training images processed, all ranks
+    steady_images: int  # all ranks' steady-state images
+    steady_seconds: float  # the slowest rank's steady-state seconds
     energy_j: float = math.nan  # every rank's GPU energy over the epoch
 
 
@@ -249,7 +254,7 @@ def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], 
     for epoch in range(state.epoch + 1, cfg.epochs + 1):
         result = epoch_figures(epoch)
         metrics = result.metrics
-        series = window_series(len(state.window_rates), result.window_rates)
+        series = window_series(state.windows, result.window_rates)
         _count(state, epoch, result, clock.seconds())
         reached = _reaches_target(cfg, state)
         # checkpoint first: a job killed in between re-logs this epoch from the checkpoint when it resumes,
@@ -327,7 +332,9 @@ def _count(state: TrainState, epoch: int, result: EpochResult, run_seconds: floa
     state.images += result.images
     state.energy_j += result.energy_j
     state.run_seconds = run_seconds
-    state.window_rates += result.window_rates
+    state.windows += len(result.window_rates)
+    state.steady_images += result.steady_images
+    state.steady_seconds += result.steady_seconds
     state.epochs.append({"val_top1_err": m["val_top1_err"], "time_to_target_s": run_seconds,
                          "train_time_to_target_s": state.train_seconds, "eval_time_to_target_s": state.eval_seconds,
                          "epochs_to_target": epoch, "images_to_target": state.images,
@@ -417,11 +424,11 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm,
             progress.update()
     faults.raise_if_any(dist)
     (loss_sum, correct), n = _reduce(dist, sums, seen)
-    throughput, rates = _job_throughput(timer.timing, faults.skipped, dist)
+    throughput, rates, steady = _job_throughput(timer.timing, faults.skipped, dist)
     per_image, energy = _job_energy(timer.timing, dist)
     metrics = {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **throughput,
                **step.breakdown.summary(dist, timer.timing), **per_image}
-    return EpochResult(metrics, rates, n, energy)
+    return EpochResult(metrics, rates, n, *steady, energy)
 
 
 class NonFiniteWatch:
@@ -491,11 +498,12 @@ def _reduce(dist, sums: torch.Tensor, seen: int) -> tuple[list[float], int]:
     return totals, int(n)
 
 
-def _job_throughput(timing: EpochTiming, skipped: torch.Tensor, dist) -> tuple[dict, list[float]]:
+def _job_throughput(timing: EpochTiming, skipped: torch.Tensor,
+                    dist) -> tuple[dict, list[float], tuple[int, float]]:
     """The job's figures from every rank's timing, in one gather: the epoch's images/s = all ranks' steady-state
     images / the slowest rank's steady-state seconds; the spread over the job's windows; the epoch's time, the slowest
     rank's; the steps fp16's scaler skipped, which every rank skips alike (the most any rank skipped, not their
-    sum)."""
+    sum); and the epoch's steady-state (images, seconds) of the job, which the run's figure adds up."""
     ranks = gather_per_rank(dist, [timing.images, timing.seconds, timing.data_wait, skipped, timing.epoch_seconds,
                                    *(x for w in timing.windows for x in (w.images, w.seconds))])
     images, seconds, wait, skips, epoch_seconds = (sum(r[0] for r in ranks), max(r[1] for r in ranks),
@@ -506,12 +514,12 @@ def _job_throughput(timing: EpochTiming, skipped: torch.Tensor, dist) -> tuple[d
     rates = steady_rates(windows)
     busy = sum(r[1] for r in ranks)
     return {
-        "epoch_images_per_sec": images / seconds if seconds > 0 else math.nan,
+        "epoch_images_per_sec": images_per_sec(images, seconds),
         "epoch_images_per_sec_spread": median_and_spread(rates)[1],
         "epoch_time_s": epoch_seconds,
         "data_wait_frac": wait / busy if busy > 0 else math.nan,
         "amp_skipped_steps": skips,
-    }, rates
+    }, rates, (int(images), seconds)
 
 
 def _job_energy(timing: EpochTiming, dist) -> tuple[dict, float]:
@@ -544,7 +552,7 @@ def _known(**figures: float) -> dict:
 
 def _run_metrics(last: dict, state: TrainState, world_size: int) -> dict:
     """The run's figures: over all its epochs, across the segments of a stopped and resumed or restarted run."""
-    rate = run_images_per_sec(state.window_rates)
+    rate = images_per_sec(state.steady_images, state.steady_seconds)
     return {
         TRAIN_IMAGES_PER_SEC: rate,
         "train_images_per_sec_per_worker": rate / world_size,

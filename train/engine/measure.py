@@ -39,7 +39,7 @@ class Window(NamedTuple):
 
     @property
     def rate(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else math.nan
+        return images_per_sec(self.images, self.seconds)
 
 
 def steady_rates(windows: Sequence[Window]) -> list[float]:
@@ -65,10 +65,10 @@ def window_series(windows_before: int, rates: Sequence[float]) -> dict[str, list
     return {"train_images_per_sec_window": [(windows_before + k, rate) for k, rate in enumerate(rates, 1)]}
 
 
-def run_images_per_sec(window_rates: Sequence[float]) -> float:
-    """A run's training images/s (``train_images_per_sec`` in the schema): the median of every steady-state window
-    of the run, the figure ``cnnbench compare`` estimates for one run from the same windows."""
-    return median_and_spread(window_rates)[0]
+def images_per_sec(images: float, seconds: float) -> float:
+    """Throughput as the brief defines it: images / wall seconds of the steady state (NaN without seconds). A run's
+    ``train_images_per_sec`` is this over the steady-state images and seconds of all its epochs and segments."""
+    return images / seconds if seconds > 0 else math.nan
 
 
 class RunClock:
@@ -104,7 +104,7 @@ class EpochTiming:
 
     @property
     def images_per_sec(self) -> float:
-        return self.images / self.seconds if self.seconds > 0 else float("nan")
+        return images_per_sec(self.images, self.seconds)
 
     @property
     def median_images_per_sec(self) -> float:

@@ -69,8 +69,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("num_params", "count", "run", "trainable and frozen parameters of the model"),
     Metric("flops_per_image", "FLOP", "run", "forward FLOPs for one image (torch.utils.flop_counter; MAC = 2)"),
     # the run's headline figures (TRAIN_IMAGES_PER_SEC, VAL_ERROR): what the summary, every report and compare show
-    Metric(TRAIN_IMAGES_PER_SEC, "images/s", "run", "training images/s of the run: the median of every "
-           "train_images_per_sec_window of the run (every epoch, every segment of a resumed run)"),
+    Metric(TRAIN_IMAGES_PER_SEC, "images/s", "run", "training images/s of the run: its steady-state images (all "
+           "ranks) / its steady-state wall seconds (each epoch's slowest rank's), both summed over every epoch and "
+           "every segment of a resumed run, warm-up excluded"),
     Metric("train_images_per_sec_per_worker", "images/s", "run", "train_images_per_sec / world_size"),
     Metric(VAL_ERROR, "%", "run", "val error of the run: val_top1_err after the last epoch"),
     Metric("best_val_top1_err", "%", "run", "best epoch's val error: the minimum val_top1_err over the epochs, chosen "

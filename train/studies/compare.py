@@ -7,7 +7,8 @@ Each side is a set of FINISHED training runs: run ids, or an MLflow filter strin
 --experiment (report and comparison runs left out). Per metric it prints each side's median over its runs with a
 95 % interval, the ratio B / A with its interval, and a verdict where that interval excludes 1 and each side has
 the runs that the verdict needs (train/studies/stats.py: the method, and how many runs; benchmarks/bootstrap.py
-measures both). Above the table it names the params on which A and B differ besides those their filters name; a
+measures both). A run counts as its one value: images/s its train_images_per_sec (steady-state images ÷ seconds),
+val-error its final_val_top1_err, time-to-target its time_to_target_s. Above the table it names the params on which A and B differ besides those their filters name; a
 metric whose defining params differ (errors over other data sets, times to another target) is refused.
 The table is also logged as the artifacts (compare.md, compare.json) of a run tagged cnnbench.report = compare in
 A's experiment, which reports leave out.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from train.engine.config import DEFAULTS, OneLineErrorParser
-from train.engine.schema import VAL_ERROR
+from train.engine.schema import TRAIN_IMAGES_PER_SEC, VAL_ERROR
 from train.engine.tracking import open_store, search_all_runs, tracking_uri
 from train.errors import UsageError
 from train.studies import stats
@@ -39,24 +40,19 @@ TARGET_TAG = "cnnbench.target"  # the engine's sentence on whether and when a ru
 
 @dataclass(frozen=True)
 class Quantity:
-    metric: str  # the MLflow metric read
-    per_window: bool  # True: the run's window history; False: the run's one value
+    metric: str  # the MLflow run metric read: one value per run
     show: Callable[[float], str]  # how a figure is printed
     above: str  # verdict when B / A is significantly above 1
     below: str  # ... and below
     defined_by: tuple[str, ...] = ()  # params that must be equal on every run for the figures to compare
 
-    @property
-    def kind(self) -> str:
-        return stats.WINDOWED if self.per_window else stats.ONE_VALUE
-
 
 DATA_SET = ("dataset", "val_size")  # an error or a time to target holds for one validation set
 QUANTITIES = {
-    "images/s": Quantity("train_images_per_sec_window", True, significant, "B faster", "B slower"),
-    "val-error": Quantity(VAL_ERROR, False, percent, "B worse (higher error)", "B better (lower error)",
+    "images/s": Quantity(TRAIN_IMAGES_PER_SEC, significant, "B faster", "B slower"),
+    "val-error": Quantity(VAL_ERROR, percent, "B worse (higher error)", "B better (lower error)",
                           DATA_SET),
-    "time-to-target": Quantity("time_to_target_s", False, significant, "B slower to target", "B faster to target",
+    "time-to-target": Quantity("time_to_target_s", significant, "B slower to target", "B faster to target",
                                (*DATA_SET, "target_top1_err")),
 }
 SAME = "no significant difference"
@@ -77,7 +73,7 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench compare") -> int:
     sides = [select_side(client, uri, label, getattr(args, label.lower()), getattr(args, f"{label.lower()}_runs"),
                          args.experiment) for label in ("A", "B")]
     _refuse_shared_runs(*sides)
-    samples = logged_samples(client, sides, args.metric)
+    samples = logged_samples(sides, args.metric)
     for name in samples:
         refuse_mixed(name, sides)
     rows = [compare_quantity(name, *groups) for name, groups in samples.items()]
@@ -192,10 +188,10 @@ def refuse_mixed(name: str, sides: list[Side]) -> None:
 
 # ---- what is compared ----
 
-def logged_samples(client, sides: list[Side], asked: list[str] | None) -> dict[str, list[list[list[float]]]]:
+def logged_samples(sides: list[Side], asked: list[str] | None) -> dict[str, list[list[list[float]]]]:
     """Per quantity, per side, per run: its samples. Without ``asked``, every quantity some run logged. A run
     without a compared quantity is a UsageError that names it."""
-    found = {name: [[_values(client, run, QUANTITIES[name]) for run in side.runs] for side in sides]
+    found = {name: [[_values(run, QUANTITIES[name]) for run in side.runs] for side in sides]
              for name in asked or QUANTITIES}
     if not asked:
         found = {name: groups for name, groups in found.items() if any(any(side) for side in groups)}
@@ -215,12 +211,8 @@ def _missing(name: str, run, side: Side) -> str:
             f"{QUANTITIES[name].metric}{f' ({why})' if why else ''}; choose others with --metric")
 
 
-def _values(client, run, q: Quantity) -> list[float]:
-    """A run's samples of ``q``: its windows' images/s (one per step: a resumed run's rewrite counts once), or its
-    one value; empty when it logged none."""
-    if q.per_window:
-        by_step = {m.step: m.value for m in client.get_metric_history(run.info.run_id, q.metric)}
-        return [by_step[step] for step in sorted(by_step) if math.isfinite(by_step[step])]
+def _values(run, q: Quantity) -> list[float]:
+    """A run's one value of ``q``, as a list; empty when it logged none."""
     value = run.data.metrics.get(q.metric, math.nan)
     return [value] if math.isfinite(value) else []
 
@@ -232,19 +224,15 @@ class Row:
     b: stats.Interval
     ratio: stats.Interval
     verdict: str
-    counts: tuple[str, str]  # how many runs (and windows) each side had
+    counts: tuple[str, str]  # how many runs each side had
 
 
 def compare_quantity(name: str, groups_a: list[list[float]], groups_b: list[list[float]]) -> Row:
     q = QUANTITIES[name]
     interval_a, interval_b, ratio = stats.ratio_interval(groups_a, groups_b)
-    verdict = (stats.withheld((len(groups_a), len(groups_b)), ratio, q.kind)
+    verdict = (stats.withheld((len(groups_a), len(groups_b)), ratio)
                or {1: q.above, -1: q.below, 0: SAME}[stats.direction(ratio)])
-    return Row(name, interval_a, interval_b, ratio, verdict, (_count(groups_a, q), _count(groups_b, q)))
-
-
-def _count(groups: list[list[float]], q: Quantity) -> str:
-    return f"{_runs(len(groups))}, {sum(map(len, groups))} windows" if q.per_window else _runs(len(groups))
+    return Row(name, interval_a, interval_b, ratio, verdict, (_runs(len(groups_a)), _runs(len(groups_b))))
 
 
 def _runs(count: int) -> str:
@@ -260,9 +248,9 @@ def render(sides: list[Side], rows: list[Row]) -> str:
           _cell(row.b, row.name, row.counts[1]), _cell(row.ratio, "ratio"), row.verdict] for row in rows])
     lines = [f"{side.label}: {side.chosen_by} ({_runs(len(side.runs))}: "
              f"{', '.join(r.info.run_id[:8] for r in side.runs)})" for side in sides]
-    needed = ", ".join(f"{n} per side ({kind})" for kind, n in stats.RUNS_NEEDED.items())
-    method = (f"{stats.METHOD} A verdict only where B / A's interval excludes 1, with at least {needed}, and never "
-              f"from a zero-width interval (ties); benchmarks/bootstrap.py measures its false alarms and coverage.")
+    method = (f"{stats.METHOD} A verdict only where B / A's interval excludes 1, with at least {stats.RUNS_NEEDED} "
+              f"runs per side, and never from a zero-width interval (ties); benchmarks/bootstrap.py measures its "
+              f"false alarms and coverage.")
     return "\n".join([*lines, _differences(sides), "", table, "", method, ""])
 
 

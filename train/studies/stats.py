@@ -1,10 +1,10 @@
 """Medians over runs, their 95 % intervals and the verdicts drawn from them: the one rule behind ``cnnbench
 compare`` and the reports, as pure functions of numbers (no MLflow here).
 
-A side is a list of *groups*, one per run: a run's timing-window images/s, or its one value of a run-level metric
-(an error, a time to target). Each run counts as one value, its median: the windows of one run share its clock,
-its neighbours' load and its data order, so they are not independent samples of the configuration, and the
-variation between runs dominates (``benchmarks/bootstrap.py``).
+A side is a list of *groups*, one per run: the run's value of a run-level metric (its training images/s, an
+error, a time to target). Each run counts as one value: the timing windows of one run share its clock, its
+neighbours' load and its data order, so they are not independent samples of the configuration, and the variation
+between runs dominates (``benchmarks/bootstrap.py``).
 
 - Estimate of a side: the median over its runs.
 - Interval of a side: Student's t interval for the mean of the runs' logarithms, taken back by exp: under
@@ -30,12 +30,11 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 CONFIDENCE = 0.95
-WINDOWED, ONE_VALUE = "windows", "one value"  # kinds of metric: a run logs many timing windows, or one value
-# Fewest runs per side for a verdict, per kind: the smallest n from which on the A/A false alarms stay <= 5 % and
+# Fewest runs per side for a verdict: the smallest n from which on the A/A false alarms stay <= 5 % and
 # the true ratio is covered >= 90 % at 3 % and 10 % run-to-run spread (`python benchmarks/bootstrap.py` measures
 # and checks them; docs/suites-and-reports.md has its table).
-RUNS_NEEDED = {WINDOWED: 2, ONE_VALUE: 2}
-METHOD = ("Each run counts as one value (its windows' median); a side's figure is the median over its runs, its "
+RUNS_NEEDED = 2
+METHOD = ("Each run counts as one value; a side's figure is the median over its runs, its "
           "95 % interval Student's t on the runs' logarithms (2 runs or more); B / A the ratio of geometric means "
           "with Welch's 95 % t interval on the logarithms.")
 
@@ -125,10 +124,10 @@ def direction(ratio: Interval) -> int:
     return side_of(ratio, 1.0)
 
 
-def withheld(runs: Sequence[int], interval: Interval, kind: str) -> str:
+def withheld(runs: Sequence[int], interval: Interval) -> str:
     """Why no verdict may be drawn from ``interval``, whose sides had ``runs`` runs each; "" when one may."""
-    if not enough_runs(runs, kind):
-        return too_few(runs, RUNS_NEEDED[kind])
+    if not enough_runs(runs):
+        return too_few(runs, RUNS_NEEDED)
     if not (math.isfinite(interval.estimate) and interval.defined):
         return "no verdict: a value of 0 has no logarithm"
     if interval.zero_width:
@@ -136,8 +135,8 @@ def withheld(runs: Sequence[int], interval: Interval, kind: str) -> str:
     return ""
 
 
-def enough_runs(runs: Sequence[int], kind: str) -> bool:
-    return min(runs) >= RUNS_NEEDED[kind]
+def enough_runs(runs: Sequence[int]) -> bool:
+    return min(runs) >= RUNS_NEEDED
 
 
 def too_few(runs: Sequence[int], needed: int) -> str:

@@ -23,7 +23,7 @@ from dataloaders.normalization import MEAN_STD
 from dataloaders.synthetic import POOL_BATCHES
 from train.engine.config import DEFAULTS
 from train.engine.environment import environment_params
-from train.engine.measure import EpochTimer, EpochTiming, run_images_per_sec, steady_rates, window_series
+from train.engine.measure import EpochTimer, EpochTiming, images_per_sec, steady_rates, window_series
 from train.engine.schema import TRAIN_IMAGES_PER_SEC, VAL_ERROR
 from train.engine.tracking import MlflowTracker, tracking_uri
 from train.errors import UsageError
@@ -123,7 +123,8 @@ def normalised(images: torch.Tensor, mean_std) -> np.ndarray:
 
 def train(engine: Engine, task: Task, data: Arrays, opts: TaskOptions, tracker) -> dict:
     rng = np.random.default_rng(opts.seed)
-    started, fit_seconds, best, windows = time.perf_counter(), 0.0, float("inf"), []
+    started, fit_seconds, best = time.perf_counter(), 0.0, float("inf")
+    windows, steady_images, steady_seconds = 0, 0, 0.0  # train_images_per_sec: the steady state of every epoch
     for epoch in range(1, opts.epochs + 1):
         timing = timed(engine.train_step, train_batches(task, data, opts, rng), opts)
         loss, accuracy = engine.end_train_epoch()
@@ -134,13 +135,14 @@ def train(engine: Engine, task: Task, data: Arrays, opts: TaskOptions, tracker) 
             metrics.update(evaluate(engine, data, opts))
             best = min(best, metrics["val_top1_err"])
         rates = steady_rates(timing.windows)
-        tracker.log_metrics(metrics, step=epoch, series=window_series(len(windows), rates))
-        windows += rates
+        tracker.log_metrics(metrics, step=epoch, series=window_series(windows, rates))
+        windows += len(rates)
+        steady_images, steady_seconds = steady_images + timing.images, steady_seconds + timing.seconds
         log.info("%s %s epoch %d/%d: train loss %.4f, %.1f img/s%s", opts.framework, opts.task, epoch, opts.epochs,
                  loss, metrics["epoch_images_per_sec"],
                  f", val top-1 error {metrics['val_top1_err']:.2f} %" if "val_top1_err" in metrics else "")
     run_metrics = {"train_time_s": time.perf_counter() - started, "fit_time_s": fit_seconds,
-                   TRAIN_IMAGES_PER_SEC: run_images_per_sec(windows)}
+                   TRAIN_IMAGES_PER_SEC: images_per_sec(steady_images, steady_seconds)}
     if data.y_val is not None:
         run_metrics.update({"best_val_top1_err": best, VAL_ERROR: metrics["val_top1_err"],
                             "final_val_top5_err": metrics["val_top5_err"]})

@@ -127,7 +127,7 @@ def _markdown(rows: list[Row], cells: dict, by_cell: dict, runs: list, plotted: 
         f"Δ = measured best-epoch median − published, for each source (like for like: the published figures are "
         f"best epochs), and a verdict: reproduced where the published "
         f"figure lies in the measured interval, better (lower error) or worse where the interval lies below or "
-        f"above it; with fewer than {stats.RUNS_NEEDED[stats.ONE_VALUE]} seeds too few runs, and no verdict from "
+        f"above it; with fewer than {stats.RUNS_NEEDED} seeds too few runs, and no verdict from "
         f"seeds that all gave the same error. {stats.METHOD} Settings: those of the measured runs that most "
         f"often explain a gap (global batch, learning rate after --lr-scaling, epochs; the published nets "
         f"trained at batch 128 for 164–300 epochs); the augmentation, random 32 px crops with 4 px padding and "
@@ -181,10 +181,10 @@ def reproduction(cell: Measured | None, published: float | None) -> str:
         return "—"
     difference = f"{cell.median - published:+.2f}"
     runs = (len(cell.values),)
-    if not stats.enough_runs(runs, stats.ONE_VALUE):
-        return f"{difference}, too few runs ({runs[0]} of {stats.RUNS_NEEDED[stats.ONE_VALUE]})"
+    if not stats.enough_runs(runs):
+        return f"{difference}, too few runs ({runs[0]} of {stats.RUNS_NEEDED})"
     interval = stats.median_interval([[v] for v in cell.values])
-    if stats.withheld(runs, interval, stats.ONE_VALUE):
+    if stats.withheld(runs, interval):
         return f"{difference}, no verdict"
     return f"{difference}, {VERDICTS[stats.side_of(interval, published)]}"
 

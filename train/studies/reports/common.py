@@ -95,10 +95,10 @@ def ratio_cell(cell: Measured, baseline: Measured) -> str:
     flag = f" {FLAG_MARK}" if cell.flagged or baseline.flagged else ""
     runs = (len(baseline.values), len(cell.values))
     _, _, ratio = stats.ratio_interval([[v] for v in baseline.values], [[v] for v in cell.values])
-    if min(runs) < stats.RUNS_NEEDED[stats.ONE_VALUE] or not ratio.defined:
+    if min(runs) < stats.RUNS_NEEDED or not ratio.defined:
         return f"{cell.median / baseline.median:.2f}×{flag}"
     text = f"{ratio.estimate:.2f}× [{ratio.low:.2f}–{ratio.high:.2f}]"
-    significant_difference = stats.direction(ratio) and not stats.withheld(runs, ratio, stats.ONE_VALUE)
+    significant_difference = stats.direction(ratio) and not stats.withheld(runs, ratio)
     return (text if significant_difference else f"{text} {NOT_SIGNIFICANT}") + flag
 
 
