@@ -5,7 +5,8 @@ later, reports and other frameworks' engines. Errors are in percent; step "epoch
 with step = epoch number (1-based); step "window" metrics with step = the global index of a steady-state timing
 window, (epoch - 1) * windows per epoch + k for the epoch's k-th window (k = 1, 2, ...), so a later comparison can
 resample them; step "run" metrics once per run (again at the end of each later segment of a stopped and resumed
-run, then describing the whole run); step "batch_size" metrics once per run
+run, then describing the whole run); step "rank" metrics with each epoch, once per rank R of a job of several, as
+epoch metrics named ``<name>_rank<R>`` (``at_rank``); step "batch_size" metrics once per run
 for each batch size B measured, as run metrics named ``<name>_bs<B>`` (``at_batch_size``): a run's metrics then
 hold every batch size, for reports and for the MLflow runs table alike.
 """
@@ -58,6 +59,9 @@ METRICS: tuple[Metric, ...] = (
            "(0 for one process)"),
     Metric("optimizer_ms", "ms", "epoch", "sampled steps: optimizer update (and loss-scaler update)"),
     Metric("breakdown_steps", "count", "epoch", "steps sampled for the breakdown, per rank"),
+    # stragglers (train/engine/stragglers.py): a job of several ranks logs one per rank R each epoch, busy_ms_rank<R>
+    Metric("busy_ms", "ms", "rank", "one rank's own step time: median over its sampled steps of data wait + forward "
+           "+ backward + optimizer, the wait for the other ranks in the all-reduce left out"),
     Metric("mfu_pct", "%", "epoch", "100 * 3 * flops_per_image * train_images_per_sec / (world_size * peak_tflops)"),
     Metric("num_params", "count", "run", "trainable and frozen parameters of the model"),
     Metric("flops_per_image", "FLOP", "run", "forward FLOPs for one image (torch.utils.flop_counter; MAC = 2)"),
@@ -143,6 +147,8 @@ PARAMS: tuple[Param, ...] = (
     Param("device", "device type the run trained on"),
     Param("device_name", "GPU model, or CPU model"),
     Param("num_threads", "torch CPU threads (framework comparison runs: that framework's threads, in words)"),
+    Param("num_threads_source", "why num_threads: --threads, OMP_NUM_THREADS, or on CPU the cores this process may "
+          "use divided among the job's processes on its node (train/engine/threads.py)"),
     Param("hostname", "host of rank 0"),
     Param("python_version", "Python version"),
     Param("torch_version", "torch version"),
@@ -177,7 +183,9 @@ EPOCH_METRICS = frozenset(m.name for m in METRICS if m.step == "epoch")
 WINDOW_METRICS = frozenset(m.name for m in METRICS if m.step == "window")
 RUN_METRICS = frozenset(m.name for m in METRICS if m.step == "run")
 BATCH_SIZE_METRICS = frozenset(m.name for m in METRICS if m.step == "batch_size")
+RANK_METRICS = frozenset(m.name for m in METRICS if m.step == "rank")
 _BATCH_SIZE_SUFFIX = "_bs"
+_RANK_SUFFIX = "_rank"
 
 
 def at_batch_size(name: str, batch_size: int) -> str:
@@ -193,3 +201,18 @@ def split_batch_size(logged: str) -> tuple[str, int] | None:
 
 def is_declared_run_metric(logged: str) -> bool:
     return logged in RUN_METRICS or split_batch_size(logged) is not None
+
+
+def at_rank(name: str, rank: int) -> str:
+    """The epoch-metric name of a step "rank" metric for ``rank``: ``busy_ms_rank1``."""
+    return f"{name}{_RANK_SUFFIX}{rank}"
+
+
+def split_rank(logged: str) -> tuple[str, int] | None:
+    """(metric, rank) of a name made by ``at_rank``; None for any other name."""
+    name, sep, rank = logged.rpartition(_RANK_SUFFIX)
+    return (name, int(rank)) if sep and name in RANK_METRICS and rank.isdigit() else None
+
+
+def is_declared_epoch_metric(logged: str) -> bool:
+    return logged in EPOCH_METRICS or split_rank(logged) is not None
