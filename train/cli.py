@@ -20,6 +20,8 @@ COMMANDS = {
                                          "or not"),
     "diagnose": ("train.studies.diagnose", "why a training configuration is slow: the loader alone, the step alone and "
                                            "the real run measured, input-, compute- or communication-bound"),
+    "scaling": ("train.studies.scaling", "the job's images/s and efficiency at several world sizes (DDP or Horovod), "
+                                         "with intervals and where the time went"),
     "analyze": ("train.studies.analyze", "ImageNet nets' parameters, FLOPs and MACs, memory, latency and images/s on "
                                          "this device, with plots"),
     "evaluate": ("train.studies.evaluate", "Acc@1/Acc@5 of pretrained (or given) weights over a validation folder, ranked"),
