@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from dataloaders import DataConfig, build_loaders
 from train.context import DistContext
 from train.engine.config import make_config
 from train.engine.environment import cpu_name, git_sha
-from train.engine.measure import synchronize
+from train.studies.diagnose import loader_rate as pass_rate
 
 STAMP = "cnnbench-jpegs.json"  # what the cache holds: regenerated when a different folder is asked for
 
@@ -64,15 +63,7 @@ def photo_like(rng: np.random.Generator) -> Image.Image:
 def loader_rate(loader, epoch: int, warmup: int, device: torch.device) -> float:
     """Images/s of one pass over ``loader``, its first ``warmup`` batches left out."""
     loader.set_epoch(epoch)
-    images, start = 0, None
-    for step, (batch, _) in enumerate(loader):
-        if step == warmup:
-            synchronize(device)
-            start = time.perf_counter()
-        if start is not None:
-            images += len(batch)
-    synchronize(device)
-    return images / (time.perf_counter() - start)
+    return pass_rate(loader, len(loader), warmup, device)
 
 
 def model_rate(args, num_classes: int, device: torch.device) -> float:

@@ -101,7 +101,8 @@ def two_ranks(ws: Workspace, neighbour: bool):
     placed = [["taskset", "-c", "0"], ["nice", "-n", "10", "taskset", "-c", "1"]] if neighbour else [[], []]
     ranks = [subprocess.Popen([*placed[rank], sys.executable, str(DDP), *ws.flags(), "--device", "cpu", "--threads",
                                "1", "--arch", "resnet-20", "--batch-size", "16", "--steps", "15", "--epochs", "1",
-                               "--breakdown-every", "1", "--no-system-metrics", "--experiment", f"neighbour-{neighbour}"],
+                               "--breakdown-every", "1", "--no-system-metrics",
+                               "--experiment", f"neighbour-{neighbour}"],
                               cwd=ws.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env={**env, "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank)})
              for rank in range(2)]

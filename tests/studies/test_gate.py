@@ -52,7 +52,8 @@ def test_a_clearly_slower_b_fails_the_gate_with_exit_1(store, capsys, tmp_path):
                              "--fail-if", "images/s < 0.95")
     assert code == 1, err
     line = gate_of(out)
-    assert line.startswith("gate images/s < 0.95: B / A = ") and line.endswith("FAIL: the whole interval lies below 0.95")
+    assert line.startswith("gate images/s < 0.95: B / A = ")
+    assert line.endswith("FAIL: the whole interval lies below 0.95")
     low, high = interval_of(line)
     assert low <= 0.8 <= high < 0.95  # covers the planted ratio, and lies wholly past the gate
     assert rows_of(out)["images/s"]["verdict"] == "B slower"

@@ -195,8 +195,13 @@ def at_batch_size(name: str, batch_size: int) -> str:
 
 def split_batch_size(logged: str) -> tuple[str, int] | None:
     """(metric, batch size) of a name made by ``at_batch_size``; None for any other name."""
-    name, sep, size = logged.rpartition(_BATCH_SIZE_SUFFIX)
-    return (name, int(size)) if sep and name in BATCH_SIZE_METRICS and size.isdigit() else None
+    return _split(logged, _BATCH_SIZE_SUFFIX, BATCH_SIZE_METRICS)
+
+
+def _split(logged: str, suffix: str, names: frozenset[str]) -> tuple[str, int] | None:
+    """(metric, number) of ``<metric><suffix><number>`` where metric is one of ``names``; None otherwise."""
+    name, sep, number = logged.rpartition(suffix)
+    return (name, int(number)) if sep and name in names and number.isdigit() else None
 
 
 def is_declared_run_metric(logged: str) -> bool:
@@ -208,11 +213,5 @@ def at_rank(name: str, rank: int) -> str:
     return f"{name}{_RANK_SUFFIX}{rank}"
 
 
-def split_rank(logged: str) -> tuple[str, int] | None:
-    """(metric, rank) of a name made by ``at_rank``; None for any other name."""
-    name, sep, rank = logged.rpartition(_RANK_SUFFIX)
-    return (name, int(rank)) if sep and name in RANK_METRICS and rank.isdigit() else None
-
-
 def is_declared_epoch_metric(logged: str) -> bool:
-    return logged in EPOCH_METRICS or split_rank(logged) is not None
+    return logged in EPOCH_METRICS or _split(logged, _RANK_SUFFIX, RANK_METRICS) is not None

@@ -52,6 +52,7 @@ KIND = "diagnose"
 MATERIAL = 0.90  # (c) under this share of (b) is a material loss ...
 SHARE = 0.20  # ... and a part of the step above this share is worth a suggestion of its own
 STAGES = ("loader", "step", "run")
+PART_NAMES = ("step_time_ms", *(f"{part}_ms" for part in PARTS))
 LABELS = {"loader": "(a) loader alone", "step": "(b) step on synthetic device batches", "run": "(c) real training"}
 
 
@@ -99,8 +100,8 @@ def causes(f: Figures, s: Setting) -> list[str]:
                          f"{significant(f.step.estimate)}: the loader cannot keep up even with nothing beside it")
         else:
             found.append(f"the loader alone delivers {significant(f.loader.estimate)} images/s, more than the step's "
-                         f"{significant(f.step.estimate)}, but fed by it training reaches {significant(f.run.estimate)}:"
-                         f" loading and training take turns on the same cores")
+                         f"{significant(f.step.estimate)}, but fed by it training reaches "
+                         f"{significant(f.run.estimate)}: loading and training take turns on the same cores")
         if s.workers == 0:
             found.append(f"--workers 0 decodes in the training process: {wait:.0f} ms of each {step_ms:.0f} ms step "
                          f"waits for data ({100 * wait / step_ms:.0f} %); try --workers "
@@ -123,8 +124,9 @@ def causes(f: Figures, s: Setting) -> list[str]:
                      f"or fewer ranks per node")
     else:
         compute = f.parts["forward_ms"] + f.parts["backward_ms"] + f.parts["optimizer_ms"]
-        found.append(f"the real run reaches {significant(f.run.estimate)} images/s, {100 * f.run.estimate / f.step.estimate:.0f} "
-                     f"% of the {significant(f.step.estimate)} the step reaches on synthetic batches; forward, "
+        found.append(f"the real run reaches {significant(f.run.estimate)} images/s, "
+                     f"{100 * f.run.estimate / f.step.estimate:.0f} % of the {significant(f.step.estimate)} the step "
+                     f"reaches on synthetic batches; forward, "
                      f"backward and optimizer take {compute:.0f} of its {step_ms:.0f} ms: the model and device set "
                      f"the pace. Try a cheaper step: --channels-last, --precision bf16, --compile or a larger "
                      f"--batch-size, each held against this one with `cnnbench compare`")
@@ -187,7 +189,7 @@ def measure(cfg: TrainConfig, ctx: DistContext, repeats: int) -> tuple[Figures, 
         real = _train(cfg, dist, model, optimizer, scaler, loaders.train)
         passes["run"].append(real.window_rates)
         parts.append(real.metrics)
-    mean_parts = {name: sum(m[name] for m in parts) / len(parts) for name in ("step_time_ms", *(f"{p}_ms" for p in PARTS))}
+    mean_parts = {name: sum(m[name] for m in parts) / len(parts) for name in PART_NAMES}
     intervals = {stage: stats.median_interval(groups) for stage, groups in passes.items()}
     setting = Setting(ctx.device.type, cfg.data.loader, spec.name, cfg.data.workers, len(os.sched_getaffinity(0)),
                       spec.image_size, cfg.data.batch_size, cfg.data.loader == "torch" and ctx.device.type == "cuda")
@@ -209,16 +211,15 @@ def _train(cfg: TrainConfig, dist, model, optimizer, scaler, loader):
 
 
 def loader_rate(loader, steps: int, warmup_steps: int, device: torch.device) -> float:
-    """Images/s of ``steps`` batches of ``loader`` with nothing else to do, its warm-up batches left out."""
-    warmup, images, start = warmup_of(warmup_steps, steps), 0, None
-    for step, (batch, _) in enumerate(loader, start=1):
-        if step > steps:
-            break
-        if step == warmup + 1:
-            synchronize(device)
-            start = time.perf_counter()
-        if start is not None:
-            images += len(batch)
+    """Images/s of the first ``steps`` batches of ``loader`` with nothing else to do, its warm-up batches left out
+    (worker start-up, the first reads)."""
+    warmup, batches = warmup_of(warmup_steps, steps), iter(loader)
+    for _ in range(warmup):
+        next(batches)
+    synchronize(device)
+    start, images = time.perf_counter(), 0
+    for _ in range(steps - warmup):
+        images += len(next(batches)[1])
     synchronize(device)
     return images / (time.perf_counter() - start)
 
@@ -228,7 +229,7 @@ def loader_rate(loader, steps: int, warmup_steps: int, device: torch.device) -> 
 def render(cfg: TrainConfig, f: Figures, s: Setting, passes: dict) -> str:
     rows = [[LABELS[stage], _cell(getattr(f, stage)), _count(passes[stage])] for stage in STAGES]
     parts = [[name, f"{f.parts[name]:.1f}", f"{100 * f.parts[name] / f.parts['step_time_ms']:.0f} %"]
-             for name in ("step_time_ms", *(f"{p}_ms" for p in PARTS))]
+             for name in PART_NAMES]
     seen = (f"{s.device}, {s.cores} cores for this process, --loader {s.loader} with --workers {s.workers}, "
             f"{s.dataset} at {s.image_size} px, batch {s.batch_size}, pinned memory {'yes' if s.pinned else 'no'}, "
             f"1 process (all-reduce: none here)")
