@@ -12,8 +12,8 @@ machine's drift hits all three alike:
   (c) the real thing: the training step fed by the loader, with the engine's step-time breakdown.
 Each as a median with its 95 % bootstrap interval (train/studies/stats.py: repeats, then the timing windows within
 them). The verdict: compute-bound when (c) is not both significantly (its interval wholly below (b)'s) and
-materially (under 90 % of it) slower than (b); otherwise input-bound or communication-bound, by which of the data
-wait and the exposed all-reduce takes more of (c)'s step. It prints a paragraph, the likely causes among what it can
+materially (under 90 % of it) slower than (b), and neither data wait nor exposed all-reduce takes half of (c)'s
+step; otherwise input-bound or communication-bound, by which of the two takes more of (c)'s step. It prints a paragraph, the likely causes among what it can
 see (loader workers against CPU cores, the decoder, pinned memory, image size, the all-reduce share), what to try,
 each with the measured figure behind it, and logs the table (diagnose.md, diagnose.json) and a bar plot of (a), (b),
 (c) (diagnose.png) as the artifacts of one MLflow run tagged cnnbench.report = diagnose. One process: run the job
@@ -51,6 +51,7 @@ from train.studies.reports.common import markdown_table
 KIND = "diagnose"
 MATERIAL = 0.90  # (c) under this share of (b) is a material loss ...
 SHARE = 0.20  # ... and a part of the step above this share is worth a suggestion of its own
+HALF = 0.5  # data wait or exposed all-reduce taking this share of (c)'s step sets the pace
 STAGES = ("loader", "step", "run")
 PART_NAMES = ("step_time_ms", *(f"{part}_ms" for part in PARTS))
 LABELS = {"loader": "(a) loader alone", "step": "(b) step on synthetic device batches", "run": "(c) real training"}
@@ -81,12 +82,14 @@ class Setting:
 
 
 def bound_by(f: Figures) -> str:
-    """The rule: compute-bound unless (c) is significantly and materially slower than (b); then whichever of data
-    wait and exposed all-reduce takes more of (c)'s step."""
+    """The rule: compute-bound unless (c) is significantly and materially slower than (b), or data wait or exposed
+    all-reduce takes half of (c)'s step or more (measured within the same steps: no drift of the machine between
+    passes can fake or hide it); then whichever of the two takes more of (c)'s step."""
+    wait, comm = f.parts["data_wait_ms"], f.parts["allreduce_exposed_ms"]
     lost = f.run.high < f.step.low and f.run.estimate < MATERIAL * f.step.estimate
-    if not lost:
+    if not lost and max(wait, comm) < HALF * f.parts["step_time_ms"]:
         return "compute-bound"
-    return "communication-bound" if f.parts["allreduce_exposed_ms"] > f.parts["data_wait_ms"] else "input-bound"
+    return "communication-bound" if comm > wait else "input-bound"
 
 
 def causes(f: Figures, s: Setting) -> list[str]:
@@ -139,10 +142,10 @@ def paragraph(f: Figures, s: Setting) -> str:
     kind = bound_by(f)
     gap = (f"(c) {significant(f.run.estimate)} [{significant(f.run.low)}–{significant(f.run.high)}] images/s against "
            f"(b) {significant(f.step.estimate)} [{significant(f.step.low)}–{significant(f.step.high)}]")
-    rule = ("not both significantly and materially below the step alone" if kind == "compute-bound" else
-            "significantly and materially below the step alone")
-    return (f"**{kind}**: {gap}, {rule} (the rule: under {100 * MATERIAL:.0f} % of (b), intervals apart). Likely, "
-            f"and what to try: " + "; ".join(causes(f, s)) + ".")
+    wait, comm = (100 * f.parts[name] / f.parts["step_time_ms"] for name in ("data_wait_ms", "allreduce_exposed_ms"))
+    return (f"**{kind}**: {gap}; data wait {wait:.0f} % and exposed all-reduce {comm:.0f} % of (c)'s step (the rule: "
+            f"compute-bound unless (c) is under {100 * MATERIAL:.0f} % of (b) with the intervals apart, or one of "
+            f"the two takes {100 * HALF:.0f} % of the step). Likely, and what to try: " + "; ".join(causes(f, s)) + ".")
 
 
 # ---- measuring ----
@@ -151,7 +154,7 @@ def main(argv: list[str] | None = None, prog: str = "cnnbench diagnose") -> int:
     parser = training_parser(prog, __doc__)
     parser.add_argument("--repeats", type=pos_int, default=3, help="passes of each of (a), (b), (c) (default: 3)")
     args = parser.parse_args(argv)
-    cfg, _ = resolve_config(args)
+    cfg = synthetic_like_the_arch(resolve_config(args)[0])
     ctx = DistContext(device=pick_device(cfg.device), launcher="single")
     torch.set_num_threads(process_threads(cfg.threads, 1, ctx.device).count)
     figures, setting, passes = measure(cfg, ctx, args.repeats)
