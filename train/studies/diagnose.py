@@ -133,6 +133,10 @@ def causes(f: Figures, s: Setting) -> list[str]:
                      f"backward and optimizer take {compute:.0f} of its {step_ms:.0f} ms: the model and device set "
                      f"the pace. Try a cheaper step: --channels-last, --precision bf16, --compile or a larger "
                      f"--batch-size, each held against this one with `cnnbench compare`")
+    if kind == "compute-bound" and wait > SHARE * step_ms:
+        found.append(f"data wait is also {100 * wait / step_ms:.0f} % of the step ({wait:.0f} ms, --workers "
+                     f"{s.workers} on {s.cores} cores; the loader alone delivers {significant(f.loader.estimate)} "
+                     f"images/s)")
     if kind != "communication-bound" and comm > SHARE * step_ms:
         found.append(f"exposed all-reduce is also {100 * comm / step_ms:.0f} % of the step ({comm:.0f} ms)")
     return found
