@@ -15,9 +15,10 @@ them). The verdict: compute-bound when (c) is not both significantly (its interv
 materially (under 90 % of it) slower than (b), and neither data wait nor exposed all-reduce takes half of (c)'s
 step; otherwise input-bound or communication-bound, by which of the two takes more of (c)'s step. It prints a
 paragraph, the likely causes among what it can see (loader workers against CPU cores, the decoder, pinned memory,
-image size, the all-reduce share), what to try, each with the measured figure behind it, and logs the table (diagnose.md, diagnose.json) and a bar plot of (a), (b),
-(c) (diagnose.png) as the artifacts of one MLflow run tagged cnnbench.report = diagnose. One process: run the job
-itself under torchrun or horovodrun for its stragglers and all-reduce (train/engine/stragglers.py).
+image size, the all-reduce share), what to try, each with the measured figure behind it, and logs the table
+(diagnose.md, diagnose.json) and a bar plot of (a), (b), (c) (diagnose.png) as the artifacts of one MLflow run
+tagged cnnbench.report = diagnose. One process: run the job itself under torchrun or horovodrun for its stragglers
+and all-reduce (train/engine/stragglers.py).
 """
 from __future__ import annotations
 
