@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from tests.studies.test_compare import compare, log_run, rows_of, store, windows_of  # noqa: F401 (fixture)
-from train.studies.gate import Gate, parse_gate
+from train.errors import UsageError
+from train.studies.compare import QUANTITIES
+from train.studies.gate import Gate, load_baseline, parse_gate
 from train.studies.stats import Interval
-
-pytestmark = pytest.mark.usefixtures("store")
 
 
 def baseline_of(capsys, ws, path, precision: str = "fp32", *more: str) -> tuple[int, str]:
@@ -90,24 +90,39 @@ def test_the_gate_fails_only_when_the_whole_interval_is_past_it():
     assert above.fails(Interval(1.20, 1.101, 1.3)) and not above.fails(Interval(1.20, 1.09, 1.3))
 
 
-@pytest.mark.parametrize("text", ["images/s <", "images/s = 0.95", "speed < 0.95", "images/s < -1", "images/s < 0",
-                                  "images/s < 0.95 or so", ""])
-def test_a_malformed_gate_is_one_line_and_exit_2(store, capsys, text):
+MALFORMED = ["images/s <", "images/s = 0.95", "speed < 0.95", "images/s < -1", "images/s < 0", "images/s < 0.95 or so",
+             ""]
+
+
+@pytest.mark.parametrize("text", MALFORMED)
+def test_a_malformed_gate_is_refused_with_what_a_gate_looks_like(text):
+    with pytest.raises(UsageError) as refused:
+        parse_gate(text, QUANTITIES)
+    assert str(refused.value).startswith(f"--fail-if {text!r}: write QUANTITY < RATIO")
+
+
+def test_a_malformed_gate_is_one_line_and_exit_2(store, capsys):
     ws, client, experiment = store
     planted(client, experiment, {"fp32": 100.0, "bf16": 80.0})
     code, out, err = compare(capsys, ws, "--a", "params.precision = 'fp32'", "--b", "params.precision = 'bf16'",
-                             "--fail-if", text)
+                             "--fail-if", "images/s = 0.95")
     assert code == 2 and out == "" and err.count("\n") == 1, err
-    assert err.startswith(f"cnnbench: error: --fail-if {text!r}: write QUANTITY < RATIO"), err
+    assert err.startswith("cnnbench: error: --fail-if 'images/s = 0.95': write QUANTITY < RATIO"), err
 
 
 @pytest.mark.parametrize("content", ["{", '{"format": "other"}', '{"format": "cnnbench-baseline/1", "samples": {}}'])
-def test_a_file_that_is_no_baseline_is_one_line_and_exit_2(store, capsys, tmp_path, content):
+def test_a_file_that_is_no_baseline_is_refused(tmp_path, content):
+    (tmp_path / "base.json").write_text(content)
+    with pytest.raises(UsageError, match=f"^--baseline {tmp_path / 'base.json'}: "):
+        load_baseline(str(tmp_path / "base.json"), QUANTITIES)
+
+
+def test_a_missing_baseline_is_one_line_and_exit_2(store, capsys, tmp_path):
     ws, client, experiment = store
     planted(client, experiment, {"fp32": 100.0})
-    (tmp_path / "base.json").write_text(content)
-    code, out, err = compare(capsys, ws, "--baseline", str(tmp_path / "base.json"), "--b", "params.precision = 'fp32'")
-    assert code == 2 and out == "" and err.count("\n") == 1 and err.startswith("cnnbench: error: --baseline "), err
+    code, out, err = compare(capsys, ws, "--baseline", str(tmp_path / "none.json"), "--b", "params.precision = 'fp32'")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"cnnbench: error: --baseline {tmp_path / 'none.json'}: No such file"), err
 
 
 def test_parse_gate_reads_both_directions():
