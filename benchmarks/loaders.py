@@ -17,7 +17,6 @@ benchmark alone keeps about workers + 1 of them busy).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -34,7 +33,7 @@ from dataloaders import DataConfig, build_loaders
 from train.context import DistContext
 from train.engine.config import make_config
 from train.engine.environment import cpu_name, git_sha
-from train.engine.measure import synchronize
+from train.studies.diagnose import loader_rate as pass_rate
 
 STAMP = "cnnbench-jpegs.json"  # what the cache holds: regenerated when a different folder is asked for
 
@@ -68,16 +67,9 @@ def loader_rate(loader, epoch: int, warmup: int, device: torch.device,
     """Images/s of one pass over ``loader``: the clock starts once its first ``warmup`` batches have arrived, and
     only the batches that arrive after that count."""
     loader.set_epoch(epoch)
-    batches = iter(loader)
-    for _ in itertools.islice(batches, warmup):
-        pass
-    synchronize(device)
-    start = clock()
-    images = sum(len(batch) for batch, _ in batches)
-    synchronize(device)
-    if images == 0:
+    if len(loader) <= warmup:
         raise ValueError(f"a pass of {len(loader)} batches leaves none to time after {warmup} warm-up batches")
-    return images / (clock() - start)
+    return pass_rate(loader, len(loader), warmup, device, clock)
 
 
 def model_rate(args, num_classes: int, device: torch.device) -> float:

@@ -40,8 +40,8 @@ def test_an_unknown_command_is_named_with_the_closest_one():
     proc = run(str(BIN / "cnnbench"), "raport")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == ["cnnbench: error: unknown command 'raport' (did you mean report?); the "
-                                        "commands are: models, sync, framework, suite, report, compare, analyze, "
-                                        "evaluate"]
+                                        "commands are: models, sync, framework, suite, report, compare, diagnose, "
+                                        "scaling, analyze, evaluate"]
 
 
 @pytest.mark.parametrize("argv, abbreviated", [

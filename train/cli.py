@@ -18,6 +18,10 @@ COMMANDS = {
     "report": ("train.studies.report", "an experiment's runs as a Markdown report with plots, like the published tables"),
     "compare": ("train.studies.compare", "two sets of runs side by side: medians, 95 % intervals, B / A, significant "
                                          "or not"),
+    "diagnose": ("train.studies.diagnose", "why a training configuration is slow: loader alone, step alone, real "
+                                           "run; input-, compute- or communication-bound"),
+    "scaling": ("train.studies.scaling", "the job's images/s and efficiency at several world sizes (DDP or "
+                                         "Horovod), with intervals and where the time went"),
     "analyze": ("train.studies.analyze", "ImageNet nets' parameters, FLOPs and MACs, memory, latency and images/s on "
                                          "this device, with plots"),
     "evaluate": ("train.studies.evaluate", "Acc@1/Acc@5 of pretrained (or given) weights over a validation folder, ranked"),

@@ -19,6 +19,7 @@ class DistContext:
     backend: str = "none"
     launcher: str = "single"
     job_id: str | None = None  # torchrun's run id: what restarted workers use to find the job's checkpoints
+    local_world_size: int = 1  # the job's processes on this node, which share its cores
 
     @property
     def is_main(self) -> bool:

@@ -48,7 +48,7 @@ def test_an_interrupt_while_the_run_is_being_opened_still_closes_it(tracker, mon
 def test_schema_names_are_unique_and_units_given():
     names = [m.name for m in METRICS]
     assert len(names) == len(set(names))
-    assert all(m.unit and m.step in ("epoch", "window", "run", "batch_size") for m in METRICS)
+    assert all(m.unit and m.step in ("epoch", "window", "run", "batch_size", "rank") for m in METRICS)
     assert len({p.name for p in PARAMS}) == len(PARAMS)
 
 

@@ -29,7 +29,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from train.engine.distributed import gather_per_rank
 from train.engine.measure import EpochTiming, warmup_of
+from train.engine.schema import at_rank
 
 PARTS = ("data_wait", "forward", "backward", "allreduce_exposed", "optimizer")
 
@@ -123,14 +125,18 @@ class StepBreakdown:
         return allreduce_hook(process_group, bucket)
 
     def summary(self, dist, timing: EpochTiming) -> dict:
-        """The epoch's metrics, once the device has finished the epoch (the timer synchronised at its end)."""
+        """The epoch's metrics, once the device has finished the epoch (the timer synchronised at its end); a job of
+        several ranks adds each rank's own step time (``busy_ms``, per rank)."""
         per_part = [self._durations(sample) for sample in self.samples]
         means = [statistics.fmean(d[part] for d in per_part) if per_part else math.nan for part in PARTS]
+        busy = statistics.median(sum(d[p] for p in PARTS if p != "allreduce_exposed") for d in per_part) \
+            if per_part else math.nan
         step_ms = 1000 * timing.seconds / self.steady_steps
-        local = torch.tensor([step_ms, *means, len(self.samples)], dtype=torch.float64, device=dist.ctx.device)
-        step_ms, *means, sampled = (dist.all_reduce_sum(local) / dist.ctx.world_size).tolist()
+        ranks = gather_per_rank(dist, [step_ms, *means, len(self.samples), busy])
+        step_ms, *means, sampled = (statistics.fmean(column) for column in list(zip(*ranks))[:-1])
+        per_rank = {at_rank("busy_ms", r): row[-1] for r, row in enumerate(ranks)} if len(ranks) > 1 else {}
         return {"step_time_ms": step_ms, **{f"{part}_ms": ms for part, ms in zip(PARTS, means)},
-                "breakdown_steps": sampled}
+                "breakdown_steps": sampled, **per_rank}
 
     def _durations(self, sample: list) -> dict[str, float]:
         durations = dict.fromkeys(PARTS, 0.0)

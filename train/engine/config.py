@@ -225,7 +225,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--compile-mode", choices=("default", "reduce-overhead", "max-autotune"),
                    help=f"torch.compile mode (default: {D.compile_mode})")
     g.add_argument("--device", choices=DEVICES, help=f"auto = this rank's GPU if CUDA is there (default: {D.device})")
-    g.add_argument("--threads", type=pos_int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--threads", type=pos_int,
+                   help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else on CPU the cores this process "
+                        "may use divided among the job's processes on its node; on CUDA torch's choice)")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms only (slower on GPU): with the same seed, a resumed or "
                         "restarted job ends with the same weights as an uninterrupted one")

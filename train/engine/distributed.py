@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -81,6 +82,12 @@ def gather_per_rank(dist, values) -> list[list[float]]:
     rows = torch.zeros(ctx.world_size, len(values), dtype=torch.float64, device=ctx.device)
     rows[ctx.rank] = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=ctx.device) for v in values])
     return dist.all_reduce_sum(rows).tolist()
+
+
+def gather_hostnames(dist, width: int = 64) -> list[str]:
+    """Every rank's host name (its first ``width`` bytes), in rank order, through ``gather_per_rank``."""
+    name = socket.gethostname().encode()[:width].ljust(width, b"\0")
+    return [bytes(int(c) for c in row).rstrip(b"\0").decode(errors="replace") for row in gather_per_rank(dist, name)]
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
@@ -183,7 +190,8 @@ def torchrun_ddp(backend: str, device: str, sync_bn: bool, connect_timeout_s: fl
     # torch.distributed.set_timeout is torch 2.14's; the torch releases before it that setup.cfg allows have it private
     set_timeout = getattr(torch.distributed, "set_timeout", None) or torch.distributed.distributed_c10d._set_pg_timeout
     set_timeout(datetime.timedelta(seconds=timeout_s))
-    ctx = DistContext(rank, local_rank, world, dev, backend, "ddp", os.environ.get("TORCHELASTIC_RUN_ID"))
+    ctx = DistContext(rank, local_rank, world, dev, backend, "ddp", os.environ.get("TORCHELASTIC_RUN_ID"),
+                      int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     return TorchDDP(ctx, sync_bn, store)
 
 
@@ -268,7 +276,8 @@ def horovodrun_job(device: str, allow_without_nccl: bool = False) -> Horovod:
                          f"and Gloo; rebuild it on this node with `{BUILD_HOROVOD}` (NCCL from torch's nvidia-nccl "
                          f"wheel), or give --allow-horovod-without-nccl to measure that path")
     backend = "nccl" if dev.type == "cuda" and hvd.nccl_built() else "gloo"
-    return Horovod(DistContext(hvd.rank(), hvd.local_rank(), hvd.size(), dev, backend, "horovod"), hvd)
+    return Horovod(DistContext(hvd.rank(), hvd.local_rank(), hvd.size(), dev, backend, "horovod",
+                               local_world_size=hvd.local_size()), hvd)
 
 
 def without_nccl_tags(ctx: DistContext) -> dict[str, str]:

@@ -49,7 +49,7 @@ from train.engine.builders import (
 )
 from train.engine.checkpoint import remember_job_run, save_checkpoint
 from train.engine.config import TrainConfig
-from train.engine.distributed import gather_per_rank
+from train.engine.distributed import gather_hostnames, gather_per_rank
 from train.engine.environment import environment_params, mlflow_source_tags
 from train.engine.gpus import EnergyCounter, device_used_mib, energy_counter
 from train.engine.measure import (
@@ -70,8 +70,11 @@ from train.engine.measure import (
     window_series,
 )
 from train.engine.mfu import Peaks, job_peaks, mfu_pct, peak_params
-from train.engine.schema import PARAM_NAMES, TRAIN_IMAGES_PER_SEC, VAL_ERROR
+from train.engine.schema import PARAM_NAMES, TRAIN_IMAGES_PER_SEC, VAL_ERROR, at_rank
 from train.engine.signals import raise_if_terminated
+from train.engine.stragglers import TAG as STRAGGLER_TAG
+from train.engine.stragglers import describe, find_stragglers
+from train.engine.threads import Threads, process_threads
 from train.engine.tracking import RESUME_TAG, make_tracker, record_system_metrics, system_metrics_on, tracking_uri
 from train.errors import RankError, RunFault, UsageError
 from train.models import count_parameters, forward_flops_per_image
@@ -129,6 +132,7 @@ class EpochResult:
     steady_images: int  # all ranks' steady-state images
     steady_seconds: float  # the slowest rank's steady-state seconds
     energy_j: float = math.nan  # every rank's GPU energy over the epoch
+    straggler: str | None = None  # the ranks train/engine/stragglers.py names, in words
 
 
 @dataclass
@@ -154,7 +158,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     tracker = make_tracker(ctx.is_main, uri, cfg.experiment, run_id, cfg.tracking_grace_s, note_job_run)
     # rank 0 alone talks to the tracking store and writes checkpoints
     _check_before_work(dist, lambda: tracker.probe() or _unwritable(cfg.checkpoint_dir) if ctx.is_main else None)
-    _configure_torch(cfg, ctx.device)
+    threads = _configure_torch(cfg, ctx)
     cfg, batch_search = fit_batch_size(synthetic_like_the_arch(cfg), dist)
     peaks = job_peaks(dist, AMP_DTYPES[cfg.precision] or torch.float32, cfg.peak_tflops, cfg.peak_cache,
                       cfg.remeasure_peak)
@@ -176,7 +180,7 @@ def run(cfg: TrainConfig, dist, checkpoint: dict | None = None, run_id: str | No
     energy = energy_counter(ctx.device)
     params = {**_run_params(cfg, ctx, spec, arch_resolved), "sgd_impl": sgd_impl(cfg, ctx.device),
               "batch_size_search": batch_search, **peak_params(peaks), "system_metrics": system_metrics,
-              "energy_counter": energy.source}
+              "energy_counter": energy.source, "num_threads_source": threads.source}
     tags = {**mlflow_source_tags(), **cfg.run_tags, **(_resume_tags(checkpoint, saved.epoch, cfg) if saved else {})}
     state = training.state
     # however it ends, the run is closed with a status
@@ -262,6 +266,8 @@ def _train_epochs(cfg: TrainConfig, t: Training, epoch_figures: Callable[[int], 
         last_ckpt = save(epoch, _payload(cfg, t, metrics, series))
         tracker.log_metrics(metrics, step=epoch, series=series)
         _log_epoch(epoch, cfg.epochs, metrics)
+        if result.straggler:
+            tracker.set_tags({STRAGGLER_TAG: result.straggler})
         if reached:
             tracker.log_metrics(state.target, step=0)
             tracker.set_tags({TARGET_TAG: _target_sentence(cfg, state)})
@@ -319,7 +325,17 @@ def _epoch_figures(epoch: int, cfg: TrainConfig, dist, t: Training, loaders, pea
     rate, world = result.metrics["epoch_images_per_sec"], dist.ctx.world_size
     result.metrics.update(val, lr=lr, mfu_pct=mfu_pct(flops, rate, peaks.rated.tflops, world),
                           mfu_measured_peak_pct=mfu_pct(flops, rate, peaks.measured.tflops, world))
+    result.straggler = _stragglers(dist, result.metrics, result.window_rates, epoch)
     return result
+
+
+def _stragglers(dist, metrics: dict, window_rates: list[float], epoch: int) -> str | None:
+    """The ranks of the epoch that are stragglers, with their hosts; every rank decides alike from the same figures."""
+    if dist.ctx.world_size < 2:
+        return None
+    busy = [metrics[at_rank("busy_ms", rank)] for rank in range(dist.ctx.world_size)]
+    found = find_stragglers(busy, window_rates)
+    return describe(found, gather_hostnames(dist), epoch) if found else None
 
 
 def _count(state: TrainState, epoch: int, result: EpochResult, run_seconds: float) -> None:
@@ -567,9 +583,11 @@ def _run_metrics(last: dict, state: TrainState, world_size: int) -> dict:
     }
 
 
-def _configure_torch(cfg: TrainConfig, device: torch.device) -> None:
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
+def _configure_torch(cfg: TrainConfig, ctx) -> Threads:
+    """torch's threads, determinism and CUDA device for this process; the threads chosen, and why."""
+    device = ctx.device
+    threads = process_threads(cfg.threads, ctx.local_world_size, device)
+    torch.set_num_threads(threads.count)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for reproducible GEMMs
         torch.use_deterministic_algorithms(True)
@@ -577,6 +595,7 @@ def _configure_torch(cfg: TrainConfig, device: torch.device) -> None:
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = not cfg.deterministic  # autotuning may pick other kernels per run
         torch.backends.cudnn.deterministic = cfg.deterministic
+    return threads
 
 
 def _nondeterministic_op(model: nn.Module, cfg: TrainConfig, spec: DatasetSpec, device: torch.device) -> str | None:

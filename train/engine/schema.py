@@ -5,8 +5,10 @@ later, reports and other frameworks' engines. Errors are in percent; step "epoch
 with step = epoch number (1-based); step "window" metrics with step = the place of a steady-state timing window in
 the run (1, 2, ... over every epoch and segment), so a later comparison can resample them; step "run" metrics once
 per run (again at the end of each later segment of a stopped and resumed run, then describing the whole run); step
-"batch_size" metrics once per run for each batch size B measured, as run metrics named ``<name>_bs<B>``
-(``at_batch_size``): a run's metrics then hold every batch size, for reports and for the MLflow runs table alike.
+"rank" metrics with each epoch, once per rank R of a job of several, as epoch metrics named ``<name>_rank<R>``
+(``at_rank``); step "batch_size" metrics once per run for each batch size B measured, as run metrics named
+``<name>_bs<B>`` (``at_batch_size``): a run's metrics then hold every batch size, for reports and for the MLflow
+runs table alike.
 """
 from __future__ import annotations
 
@@ -59,6 +61,9 @@ METRICS: tuple[Metric, ...] = (
            "(0 for one process)"),
     Metric("optimizer_ms", "ms", "epoch", "sampled steps: optimizer update (and loss-scaler update)"),
     Metric("breakdown_steps", "count", "epoch", "steps sampled for the breakdown, per rank"),
+    # stragglers (train/engine/stragglers.py): a job of several ranks logs one per rank R each epoch, busy_ms_rank<R>
+    Metric("busy_ms", "ms", "rank", "one rank's own step time: median over its sampled steps of data wait + forward "
+           "+ backward + optimizer, the wait for the other ranks in the all-reduce left out"),
     Metric("energy_per_image_j", "J", "epoch", "every rank's GPU energy over its steady-state timing windows (NVML's "
            "total energy counter, read at the windows' synchronised edges), summed, / the job's steady-state images; "
            "not logged without a counter (param energy_counter says why)"),
@@ -175,6 +180,8 @@ PARAMS: tuple[Param, ...] = (
     Param("device", "device type the run trained on"),
     Param("device_name", "GPU model, or CPU model"),
     Param("num_threads", "torch CPU threads (framework comparison runs: that framework's threads, in words)"),
+    Param("num_threads_source", "why num_threads: --threads, OMP_NUM_THREADS, or on CPU the cores this process may "
+          "use divided among the job's processes on its node (train/engine/threads.py)"),
     Param("hostname", "host of rank 0"),
     Param("python_version", "Python version"),
     Param("torch_version", "torch version"),
@@ -219,7 +226,9 @@ EPOCH_METRICS = frozenset(m.name for m in METRICS if m.step == "epoch")
 WINDOW_METRICS = frozenset(m.name for m in METRICS if m.step == "window")
 RUN_METRICS = frozenset(m.name for m in METRICS if m.step == "run")
 BATCH_SIZE_METRICS = frozenset(m.name for m in METRICS if m.step == "batch_size")
+RANK_METRICS = frozenset(m.name for m in METRICS if m.step == "rank")
 _BATCH_SIZE_SUFFIX = "_bs"
+_RANK_SUFFIX = "_rank"
 
 
 def at_batch_size(name: str, batch_size: int) -> str:
@@ -229,9 +238,23 @@ def at_batch_size(name: str, batch_size: int) -> str:
 
 def split_batch_size(logged: str) -> tuple[str, int] | None:
     """(metric, batch size) of a name made by ``at_batch_size``; None for any other name."""
-    name, sep, size = logged.rpartition(_BATCH_SIZE_SUFFIX)
-    return (name, int(size)) if sep and name in BATCH_SIZE_METRICS and size.isdigit() else None
+    return _split(logged, _BATCH_SIZE_SUFFIX, BATCH_SIZE_METRICS)
+
+
+def _split(logged: str, suffix: str, names: frozenset[str]) -> tuple[str, int] | None:
+    """(metric, number) of ``<metric><suffix><number>`` where metric is one of ``names``; None otherwise."""
+    name, sep, number = logged.rpartition(suffix)
+    return (name, int(number)) if sep and name in names and number.isdigit() else None
 
 
 def is_declared_run_metric(logged: str) -> bool:
     return logged in RUN_METRICS or split_batch_size(logged) is not None
+
+
+def at_rank(name: str, rank: int) -> str:
+    """The epoch-metric name of a step "rank" metric for ``rank``: ``busy_ms_rank1``."""
+    return f"{name}{_RANK_SUFFIX}{rank}"
+
+
+def is_declared_epoch_metric(logged: str) -> bool:
+    return logged in EPOCH_METRICS or _split(logged, _RANK_SUFFIX, RANK_METRICS) is not None

@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 
 from train.engine import outbox
 from train.engine.gpus import run_nvml_indices
-from train.engine.schema import EPOCH_METRICS, PARAM_NAMES, WINDOW_METRICS, is_declared_run_metric
+from train.engine.schema import PARAM_NAMES, WINDOW_METRICS, is_declared_epoch_metric, is_declared_run_metric
 from train.errors import UsageError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -298,8 +298,8 @@ class MlflowTracker:
             self.outbox.send(write)
 
     def _metric_writes(self, metrics: dict, step: int, series: dict[str, list] | None) -> list[dict]:
-        bad = _undeclared(metrics, EPOCH_METRICS) if step > 0 else sorted(
-            name for name in metrics if not is_declared_run_metric(name))
+        declared = is_declared_epoch_metric if step > 0 else is_declared_run_metric
+        bad = sorted(name for name in metrics if not declared(name))
         bad += _undeclared(series or {}, WINDOW_METRICS)
         if bad:
             raise ValueError(f"metrics not declared in train.engine.schema for this step: {bad}")

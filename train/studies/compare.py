@@ -11,7 +11,10 @@ measures both). A run counts as its one value: images/s its train_images_per_sec
 val-error its final_val_top1_err, time-to-target its time_to_target_s. Above the table it names the params on which A and B differ besides those their filters name; a
 metric whose defining params differ (errors over other data sets, times to another target) is refused.
 The table is also logged as the artifacts (compare.md, compare.json) of a run tagged cnnbench.report = compare in
-A's experiment, which reports leave out.
+A's experiment (B's, when A is a baseline file), which reports leave out.
+
+As a regression gate for CI (train/studies/gate.py): --save-baseline FILE writes side A's per-run figures, and
+--baseline FILE --b ... --fail-if "images/s < 0.95" exits 1 only when the whole interval of B / A lies past 0.95.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from train.engine.tracking import open_store, search_all_runs, tracking_uri
 from train.errors import UsageError
 from train.studies import stats
 from train.studies.figures import percent, significant
+from train.studies.gate import Baseline, Gate, gate_line, load_baseline, parse_gate, save_baseline
 from train.studies.helptext import LaidOutHelp
 from train.studies.report import REPORT_TAG, existing_experiment, log_report
 from train.studies.reports.common import NO_EFFECT, markdown_table
@@ -62,52 +66,114 @@ SAME = "no significant difference"
 class Side:
     label: str  # "A" or "B"
     chosen_by: str  # the filter, or the run ids, in words
-    runs: list
+    runs: list  # MLflow runs; empty for a baseline file's side
     filtered_on: frozenset[str] = frozenset()  # the params its filter names
+    saved_ids: tuple[str, ...] = ()  # a baseline file's runs
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r.info.run_id for r in self.runs] or list(self.saved_ids)
 
 
 def main(argv: list[str] | None = None, prog: str = "cnnbench compare") -> int:
     args = _parser(prog).parse_args(argv)
+    gates = [parse_gate(text, QUANTITIES) for text in args.fail_if or []]
     uri = tracking_uri(args.tracking_uri)
     client = open_store(uri)
-    sides = [select_side(client, uri, label, getattr(args, label.lower()), getattr(args, f"{label.lower()}_runs"),
-                         args.experiment) for label in ("A", "B")]
+    baseline = load_baseline(args.baseline, QUANTITIES) if args.baseline else None
+    side_a = _baseline_side(args.baseline, baseline) if baseline else \
+        select_side(client, uri, "A", args.a, args.a_runs, args.experiment)
+    if args.save_baseline:
+        _save_side(side_a, args.metric, args.save_baseline)
+        if not (args.b or args.b_runs):
+            return 0
+    sides = [side_a, select_side(client, uri, "B", args.b, args.b_runs, args.experiment)]
     _refuse_shared_runs(*sides)
-    samples = logged_samples(sides, args.metric)
+    samples = _samples(sides, baseline, args.metric)
     for name in samples:
         refuse_mixed(name, sides)
     rows = [compare_quantity(name, *groups) for name, groups in samples.items()]
     markdown = render(sides, rows)
     print(markdown, end="")
-    experiment = client.get_experiment(sides[0].runs[0].info.experiment_id).name
+    stored = next(side for side in sides if side.runs)  # A, unless A is a baseline file
+    experiment = client.get_experiment(stored.runs[0].info.experiment_id).name
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "compare.md").write_text(markdown)
         (Path(tmp) / "compare.json").write_text(json.dumps(_record(sides, rows), indent=1))
         run_id = log_report(uri, experiment, KIND, [r for side in sides for r in side.runs], Path(tmp))
     print(f"\nlogged as the artifacts (compare.md, compare.json) of run {run_id} in experiment {experiment}")
-    return 0
+    return _judge(gates, rows)
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog=prog, description=__doc__, formatter_class=LaidOutHelp)
-    for label in ("a", "b"):
-        side = p.add_mutually_exclusive_group(required=True)
-        side.add_argument(f"--{label}", metavar="FILTER",
-                          help=f"side {label.upper()}: an MLflow filter over --experiment's runs, "
-                               f"e.g. \"params.precision = 'bf16'\"")
-        side.add_argument(f"--{label}-runs", nargs="+", metavar="RUN_ID", help=f"side {label.upper()}: run ids")
+    side = p.add_mutually_exclusive_group()
+    side.add_argument("--a", metavar="FILTER", help="side A: an MLflow filter over --experiment's runs, "
+                                                    "e.g. \"params.precision = 'bf16'\"")
+    side.add_argument("--a-runs", nargs="+", metavar="RUN_ID", help="side A: run ids")
+    side.add_argument("--baseline", metavar="FILE", help="side A: the runs saved in FILE by --save-baseline")
+    side = p.add_mutually_exclusive_group()
+    side.add_argument("--b", metavar="FILTER", help="side B: an MLflow filter over --experiment's runs")
+    side.add_argument("--b-runs", nargs="+", metavar="RUN_ID", help="side B: run ids")
     p.add_argument("--metric", nargs="+", choices=QUANTITIES, metavar="METRIC",
                    help=f"what to compare: {', '.join(QUANTITIES)} (default: each of them that the runs logged)")
     p.add_argument("--experiment", default=DEFAULTS.experiment,
                    help=f"experiment the filters search (default: {DEFAULTS.experiment})")
     p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    gate = p.add_argument_group("regression gate (train/studies/gate.py)")
+    gate.add_argument("--save-baseline", metavar="FILE",
+                      help="write side A's per-run figures to FILE, for a later --baseline FILE (side B optional)")
+    gate.add_argument("--fail-if", action="append", metavar="GATE",
+                      help="\"QUANTITY < RATIO\" or \"QUANTITY > RATIO\" on B / A, e.g. \"images/s < 0.95\": exit 1 "
+                           "when the whole 95 %% interval of B / A lies past RATIO, else 0; repeatable")
     return p
+
+
+# ---- the regression gate ----
+
+def _baseline_side(path: str, baseline: Baseline) -> Side:
+    return Side("A", f"baseline {path} ({baseline.chosen_by})", [], saved_ids=tuple(baseline.run_ids))
+
+
+def _save_side(side: Side, asked: list[str] | None, path: str) -> None:
+    if not side.runs:
+        raise UsageError("--save-baseline takes side A from the store (--a or --a-runs), not from --baseline")
+    samples = {name: groups[0] for name, groups in logged_samples([side], asked).items()}
+    save_baseline(path, Baseline(side.chosen_by, side.run_ids, samples))
+    print(f"baseline: {', '.join(samples)} of the {_runs(len(side.runs))} of side A ({side.chosen_by}) saved to {path}")
+
+
+def _samples(sides: list[Side], baseline: Baseline | None, asked: list[str] | None) -> dict:
+    """Per quantity, per side, per run: its samples; side A's from the baseline when there is one."""
+    if baseline is None:
+        return logged_samples(sides, asked)
+    missing = [name for name in asked or [] if name not in baseline.samples]
+    if missing:
+        raise UsageError(f"--baseline holds no {', '.join(missing)} (it holds {', '.join(baseline.samples)})")
+    found = logged_samples(sides[1:], asked or list(baseline.samples))
+    return {name: [baseline.samples[name], groups[0]] for name, groups in found.items()}
+
+
+def _judge(gates: list[Gate], rows: list[Row]) -> int:
+    """Each gate's line; 1 when one fails, else 0."""
+    by_name = {row.name: row for row in rows}
+    for gate in gates:
+        if gate.quantity not in by_name:
+            raise UsageError(f"--fail-if {gate}: {gate.quantity} was not compared (give it in --metric, or gate "
+                             f"one of {', '.join(by_name)})")
+    lines = [gate_line(gate, by_name[gate.quantity].ratio) for gate in gates]
+    print("\n".join(["", *lines]) if lines else "", end="\n" if lines else "")
+    return int(any(gate.fails(by_name[gate.quantity].ratio) for gate in gates))
 
 
 # ---- the runs of each side ----
 
 def select_side(client, uri: str, label: str, filter_string: str | None, run_ids: list[str] | None,
                 experiment: str) -> Side:
+    if filter_string is None and not run_ids:
+        first = "--baseline FILE, " if label == "A" else ""
+        raise UsageError(f"one of the arguments {first}--{label.lower()} --{label.lower()}-runs is required"
+                         f"{' (or --save-baseline FILE alone)' if label == 'B' else ''}")
     if run_ids:
         return Side(label, "runs " + " ".join(run_ids), _sorted([_finished_run(client, run_id) for run_id in run_ids]))
     if not filter_string.strip():  # MLflow reads an empty filter as "every run"
@@ -246,8 +312,8 @@ def render(sides: list[Side], rows: list[Row]) -> str:
         ["metric", "A: median [95 % CI]", "B: median [95 % CI]", "B / A [95 % CI]", "verdict"],
         [[f"{row.name} (`{QUANTITIES[row.name].metric}`)", _cell(row.a, row.name, row.counts[0]),
           _cell(row.b, row.name, row.counts[1]), _cell(row.ratio, "ratio"), row.verdict] for row in rows])
-    lines = [f"{side.label}: {side.chosen_by} ({_runs(len(side.runs))}: "
-             f"{', '.join(r.info.run_id[:8] for r in side.runs)})" for side in sides]
+    lines = [f"{side.label}: {side.chosen_by} ({_runs(len(side.run_ids))}: "
+             f"{', '.join(run_id[:8] for run_id in side.run_ids)})" for side in sides]
     method = (f"{stats.METHOD} A verdict only where B / A's interval excludes 1, with at least {stats.RUNS_NEEDED} "
               f"runs per side, and never from a zero-width interval (ties); benchmarks/bootstrap.py measures its "
               f"false alarms and coverage.")
@@ -280,7 +346,7 @@ def _record(sides: list[Side], rows: list[Row]) -> dict:
     """The comparison as numbers, for programs: what each side was, and each metric's intervals and verdict."""
     return {
         "method": {"confidence": stats.CONFIDENCE, "interval": stats.METHOD, "runs_needed": stats.RUNS_NEEDED},
-        "sides": {side.label: {"chosen_by": side.chosen_by, "runs": [r.info.run_id for r in side.runs]}
+        "sides": {side.label: {"chosen_by": side.chosen_by, "runs": side.run_ids}
                   for side in sides},
         "metrics": {row.name: {"metric": QUANTITIES[row.name].metric, "verdict": row.verdict,
                                **{key: _numbers(getattr(row, key)) for key in ("a", "b", "ratio")}} for row in rows},
