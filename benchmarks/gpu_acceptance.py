@@ -73,7 +73,6 @@ from acceptance_criteria import (  # benchmarks/acceptance_criteria.py
 from loaders import loader_rate, write_jpegs  # benchmarks/loaders.py
 from mlflow import MlflowClient
 from overhead import Pairs, benchmark_config, benchmark_parser, paired_runs  # benchmarks/overhead.py
-from scaling import job_run  # benchmarks/scaling.py
 from throughput import FAST_PATH  # benchmarks/throughput.py
 
 from dataloaders import DataConfig, build_loaders
@@ -83,6 +82,7 @@ from train.engine.breakdown import PARTS
 from train.engine.config import OneLineErrorParser, pos_float, pos_int
 from train.engine.distributed import SingleProcess
 from train.engine.environment import environment_params
+from train.studies.scaling import run_job
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = torch.device("cuda", 0)
@@ -284,8 +284,17 @@ def ddp_over_nccl(args):
     # process on the same GPU
     gc.collect()
     torch.cuda.empty_cache()
+    job, experiment = fast_path_args(args, epochs=1), "gpu-acceptance-ddp"
     with tempfile.TemporaryDirectory() as store:
-        return job_run(1, fast_path_args(args, epochs=1), store, "gpu-acceptance-ddp")
+        uri = f"sqlite:///{store}/mlflow.db"
+        run_job("ddp", 1, [
+            "--arch", job.arch, "--dataset", "synthetic", "--image-size", str(job.image_size), "--num-classes", "10",
+            "--batch-size", str(job.batch_size), "--steps", str(job.warmup + job.steps), "--epochs", "1",
+            "--schedule", "constant", "--warmup-steps", str(job.warmup), "--window-steps", str(max(1, job.steps // 4)),
+            "--precision", job.precision, "--device", "cuda", "--tracking-uri", uri, "--experiment", experiment,
+            "--checkpoint-dir", f"{store}/ckpt", "--no-system-metrics", *["--channels-last"] * job.channels_last])
+        client = MlflowClient(uri)
+        return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1)[0]
 
 
 def ddp_row(runs) -> Outcome:

@@ -25,7 +25,8 @@ def log_run(client, experiment_id: str, precision: str, windows, run_metrics: di
 
     run_id = client.create_run(experiment_id, run_name=f"{precision} run", tags=tags or {}).info.run_id
     metrics = [Metric("train_images_per_sec_window", float(v), 0, step) for step, v in enumerate(windows, 1)]
-    run_metrics = {TRAIN_IMAGES_PER_SEC: statistics.harmonic_mean(windows), **(run_metrics or {})}
+    headline = {TRAIN_IMAGES_PER_SEC: statistics.harmonic_mean(windows)} if len(windows) else {}  # report run: none
+    run_metrics = {**headline, **(run_metrics or {})}
     metrics += [Metric(k, float(v), 0, 0) for k, v in run_metrics.items()]
     params = {"precision": precision, **(params or {})}
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()], metrics=metrics)

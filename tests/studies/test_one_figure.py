@@ -37,7 +37,8 @@ SECONDS = [1.0, 1.0, 1.0, 4.0, 1.0, 1.0, 2.0, 4.0]  # the 8 windows of 16 images
 
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory):
-    """The run, its printed summary, and its MLflow record."""
+    """The run, its printed summary, its MLflow record, and the id of a planted run of the same data set in another
+    experiment (compare takes two different runs; the run alone is side A)."""
     ws = Workspace(tmp_path_factory.mktemp("one"))
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
@@ -45,7 +46,19 @@ def one_run(tmp_path_factory):
         script_window_seconds(patch, SECONDS)
         assert single.main([*ws.flags(), *TINY]) == 0
     (run,) = [r for r in ws.runs("one") if REPORT_TAG not in r.data.tags]
-    return ws, printed.getvalue(), run
+    return ws, printed.getvalue(), run, planted_run(ws, run)
+
+
+def planted_run(ws: Workspace, like) -> str:
+    """A FINISHED training run on the data set of ``like`` (whose errors compare will set beside it)."""
+    from mlflow.entities import Metric, Param
+
+    client = MlflowClient(ws.uri)
+    run_id = client.create_run(client.create_experiment("other")).info.run_id
+    client.log_batch(run_id, metrics=[Metric(TRAIN_IMAGES_PER_SEC, 100.0, 0, 0), Metric(VAL_ERROR, 50.0, 0, 0)],
+                     params=[Param(key, like.data.params[key]) for key in ("dataset", "val_size")])
+    client.set_terminated(run_id)
+    return run_id
 
 
 def summary_row(summary: str, name: str) -> str:
@@ -53,7 +66,7 @@ def summary_row(summary: str, name: str) -> str:
 
 
 def test_summary_mlflow_report_and_compare_show_one_images_per_second(one_run, tmp_path, capsys):
-    ws, summary, run = one_run
+    ws, summary, run, other = one_run
     logged = run.data.metrics[TRAIN_IMAGES_PER_SEC]
     windows = [m.value for m in ws.history(run.info.run_id, "train_images_per_sec_window")]
     assert windows == [16 / s for s in SECONDS]
@@ -66,7 +79,7 @@ def test_summary_mlflow_report_and_compare_show_one_images_per_second(one_run, t
     (row,) = table((tmp_path / "throughput.md").read_text(), "arch")
     assert code == 0 and row["images/s"].removesuffix(f" {FLAG_MARK}") == significant(logged)  # noisy CPU windows
 
-    code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
+    code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", other,
                             "--metric", "images/s", "val-error", "--tracking-uri", ws.uri)
     assert code == 0 and rows_of(out)["images/s"]["A: median [95 % CI]"] == f"{significant(logged)} (1 run)"
     record = compare_record(ws, out)
@@ -74,11 +87,11 @@ def test_summary_mlflow_report_and_compare_show_one_images_per_second(one_run, t
 
 
 def test_one_val_error_the_final_epochs_and_the_best_named_apart(one_run, tmp_path, capsys):
-    ws, summary, run = one_run
+    ws, summary, run, other = one_run
     final, best = run.data.metrics[VAL_ERROR], run.data.metrics["best_val_top1_err"]
     assert final == [m.value for m in ws.history(run.info.run_id, "val_top1_err")][-1]
     assert summary_row(summary, "val top-1 error") == f"{final:.2f} % after the last epoch (best epoch {best:.2f} %)"
-    code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", run.info.run_id,
+    code, out, _ = cnnbench(capsys, "compare", "--a-runs", run.info.run_id, "--b-runs", other,
                             "--metric", "val-error", "--tracking-uri", ws.uri)
     assert code == 0 and compare_record(ws, out)["metrics"]["val-error"]["a"]["estimate"] == final
     assert rows_of(out)["val-error"]["A: median [95 % CI]"] == f"{percent(final)} (1 run)"

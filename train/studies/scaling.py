@@ -6,7 +6,7 @@
 Runs the training job (every flag after ``--`` is the launcher's) at each world size, --repeats times, alternating
 (1, 2, ..., 1, 2, ...) so that the machine's drift hits every size alike: under torchrun (launchers/ddp.py) or
 horovodrun (launchers/horovod.py), on this node. Per world size N: the job's images/s (median over its runs of each
-run's timing windows, with a 95 % bootstrap interval, train/studies/stats.py), the efficiency rate(N) / (N x
+run's train_images_per_sec, with a 95 % interval, train/studies/stats.py), the efficiency rate(N) / (N x
 rate(1)) with its interval (B / A of the runs at N against those at 1, divided by N), the step-time split (data
 wait, compute = forward + backward, exposed all-reduce, optimizer; means of the runs' last epochs), and any
 straggler the runs were tagged with (train/engine/stragglers.py). A plot (scaling.png) and a table (scaling.md,
@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from train.engine.config import DEFAULTS, OneLineErrorParser, pos_int
+from train.engine.schema import TRAIN_IMAGES_PER_SEC
 from train.engine.stragglers import TAG as STRAGGLER_TAG
 from train.engine.tracking import open_store, tracking_uri
 from train.errors import UsageError
@@ -98,15 +99,14 @@ def run_job(launcher: str, size: int, flags: list[str]) -> None:
 
 
 def _study_runs(uri: str, experiment: str, study: str) -> dict[int, list[tuple]]:
-    """The study's jobs per world size: (run, its timing windows' images/s)."""
+    """The study's jobs per world size: (run, [its images/s]), one value a run as compare takes it."""
     client = open_store(uri)
     found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
                                f"tags.`{STUDY_TAG}` = '{study}'")
     by_size: dict[int, list[tuple]] = {}
     for run in found:
-        windows = [m.value for m in client.get_metric_history(run.info.run_id, "train_images_per_sec_window")
-                   if math.isfinite(m.value)]
-        by_size.setdefault(int(run.data.params["world_size"]), []).append((run, windows))
+        rate = run.data.metrics[TRAIN_IMAGES_PER_SEC]
+        by_size.setdefault(int(run.data.params["world_size"]), []).append((run, [rate]))
     return by_size
 
 
@@ -131,8 +131,8 @@ def render(args, points: dict) -> str:
     table = markdown_table(["processes", "runs", "images/s [95 % CI]", "efficiency [95 % CI]", "step ms",
                             *(f"{part} ms" for part in SPLIT), "stragglers"], rows)
     return "\n".join([f"# cnnbench scaling ({args.launcher}, {args.repeats} jobs per size, alternating)", "", table, "",
-                      "efficiency = rate(N) / (N x rate(1)); intervals: train/studies/stats.py (runs, then their "
-                      "timing windows); the split: means of each run's last epoch, per rank.", ""])
+                      "efficiency = rate(N) / (N x rate(1)); intervals: train/studies/stats.py (one images/s "
+                      "per run); the split: means of each run's last epoch, per rank.", ""])
 
 
 def _cell(interval: stats.Interval, fmt: str | None = None) -> str:
