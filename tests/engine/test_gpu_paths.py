@@ -418,7 +418,7 @@ def horovod_build(monkeypatch):
 
     build = types.SimpleNamespace(nccl=False, device="cuda")
     hvd = types.SimpleNamespace(init=lambda: None, rank=lambda: 0, local_rank=lambda: 0, size=lambda: 1,
-                                nccl_built=lambda: build.nccl)
+                                local_size=lambda: 1, nccl_built=lambda: build.nccl)
     monkeypatch.setitem(sys.modules, "horovod", types.SimpleNamespace(torch=hvd))
     monkeypatch.setitem(sys.modules, "horovod.torch", hvd)
     monkeypatch.setattr(distributed, "pick_device", lambda device, local_rank: torch.device(build.device, 0)

@@ -36,8 +36,9 @@ def test_the_progress_bar_of_an_epoch_knows_its_total():
 def summary(epochs_done: int, spread: float = 2.0, status: str = "FINISHED",
             checkpoint: Path | None = Path("ckpt/abc/epoch-0006.pt")) -> loop.RunSummary:
     metrics = {"final_val_top1_err": 9.0, "best_val_top1_err": 8.5, "final_val_top5_err": 1.0,
-               "train_images_per_sec": 100.0, "train_images_per_sec_spread": spread, "data_wait_frac": 0.1,
-               "num_params": 270_000, "flops_per_image": 41e6, "peak_mem_mib": 300.0, "train_time_s": 12.0}
+               "train_images_per_sec": 100.0, "epoch_images_per_sec_spread": spread, "data_wait_frac": 0.1,
+               "num_params": 270_000, "flops_per_image": 41e6, "peak_mem_mib": 300.0, "train_time_s": 12.0,
+               "startup_time_s": 1.0}
     return loop.RunSummary("abc", status, "sqlite:///mlflow.db", metrics, checkpoint, epochs_done)
 
 
@@ -66,7 +67,8 @@ def test_a_run_stopped_after_an_epoch_says_how_to_continue_it():
 ])
 def test_the_summary_cautions_against_an_untrustworthy_spread(spread, shown):
     images_per_sec = row(format_summary(make_config(epochs=6), summary(6, spread)), "train images/s")
-    assert images_per_sec.startswith(f"100.0 (last epoch; timing windows spread {shown} data wait")
+    assert images_per_sec.startswith(f"100.0 (the run's steady-state images / seconds; the last epoch's spread "
+                                     f"{shown[:-1]}, data wait")
 
 
 def test_one_threshold_says_which_spreads_to_trust():
