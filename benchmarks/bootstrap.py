@@ -2,7 +2,8 @@
 
 Its statistics (``train.studies.stats``, as compare calls them) on simulated runs whose truth is known, for 1-6
 runs per side, at 3 % and 10 % run-to-run spread. A run is one value (its images/s, an error, a time to target,
-as compare reads them): its level × a run factor (log-normal, sd = the spread).
+as compare reads them): its level × a run factor (log-normal, sd = the spread) × its steady state over 40 timing
+windows whose noise is autocorrelated (AR(1), φ 0.8, 5 %), the run's images ÷ seconds.
 Per row, --trials comparisons of two sides of one configuration (A/A: a difference called is a false alarm) and
 of two whose levels differ by --ratio (is that ratio inside the 95 % interval; is the difference found). The
 bounds: false alarms <= 5 %, coverage >= 90 %, at both spreads. A verdict is given from stats.RUNS_NEEDED runs
@@ -24,13 +25,22 @@ import numpy as np
 from train.studies import stats
 
 SPREADS = (0.03, 0.10)
+WINDOWS, PHI, WINDOW_SPREAD = 40, 0.8, 0.05  # a run's timing windows: neighbours' load and page cache persist
 RUNS = range(1, 7)
 MAX_FALSE_ALARMS, MIN_COVERAGE = 0.05, 0.90
 
 
 def run_values(rng: np.random.Generator, shape: tuple[int, int], level: float, spread: float) -> np.ndarray:
-    """``shape`` = (trials, runs) simulated runs' values."""
-    return level * rng.lognormal(0, spread, shape)
+    """``shape`` = (trials, runs) simulated runs' images/s: its level x a run factor (log-normal, sd = the spread) x
+    its steady state over WINDOWS timing windows of equal images whose log noise is autocorrelated (AR(1), PHI,
+    sd WINDOW_SPREAD): the run's images / seconds, the harmonic mean of its windows' rates."""
+    noise = np.empty((*shape, WINDOWS))
+    noise[..., 0] = rng.normal(0, WINDOW_SPREAD, shape)
+    innovations = rng.normal(0, WINDOW_SPREAD * np.sqrt(1 - PHI ** 2), (*shape, WINDOWS))
+    for k in range(1, WINDOWS):
+        noise[..., k] = PHI * noise[..., k - 1] + innovations[..., k]
+    steady = WINDOWS / np.exp(-noise).sum(axis=-1)
+    return level * rng.lognormal(0, spread, shape) * steady
 
 
 def rates(rng: np.random.Generator, runs: int, spread: float, args) -> tuple[float, float, float]:
