@@ -13,7 +13,7 @@ import torch
 from tests.fakedata import write_cifar10, write_imagefolder
 from tests.workspace import SINGLE, Workspace, check_ok
 from train.engine.checkpoint import find_checkpoint, load_checkpoint
-from train.engine.schema import EPOCH_METRICS, PARAM_NAMES, RUN_METRICS, WINDOW_METRICS
+from train.engine.schema import EPOCH_METRICS, GPU_ONLY_METRICS, PARAM_NAMES, RUN_METRICS, WINDOW_METRICS
 
 DIGITS_EPOCHS = 5  # the README's main job
 
@@ -42,7 +42,6 @@ TRAINING_PARAMS = {"arch", "dataset", "launcher", "world_size", "batch_size", "g
                    "python_version", "device", "device_name", "hostname", "git_sha", "framework", "backend"}
 TRAINING_RUN_METRICS = {"num_params", "flops_per_image", "train_images_per_sec", "best_val_top1_err",
                         "final_val_top1_err", "final_val_top5_err", "peak_mem_mib", "train_time_s", "startup_time_s"}
-GPU_EPOCH_METRICS = {"energy_per_image_j"}  # NVML's energy counter: a CPU run logs none, and says why
 
 
 @pytest.mark.slow
@@ -52,8 +51,8 @@ def test_run_record_carries_the_whole_schema(digits_run):
     # the schema also declares what analyze/evaluate/framework runs log; a training run logs its own share
     assert set(run.data.params) <= PARAM_NAMES and set(run.data.metrics) <= EPOCH_METRICS | WINDOW_METRICS | RUN_METRICS
     assert TRAINING_PARAMS <= set(run.data.params)
-    assert EPOCH_METRICS - GPU_EPOCH_METRICS <= set(run.data.metrics)
-    assert not GPU_EPOCH_METRICS & set(run.data.metrics) and run.data.params["energy_counter"].startswith("n/a: ")
+    assert EPOCH_METRICS - GPU_ONLY_METRICS <= set(run.data.metrics)
+    assert not GPU_ONLY_METRICS & set(run.data.metrics) and run.data.params["energy_counter"].startswith("n/a: ")
     assert TRAINING_RUN_METRICS <= set(run.data.metrics)
     p = run.data.params
     assert (p["launcher"], p["world_size"], p["framework"], p["batch_size"], p["global_batch_size"]) == \

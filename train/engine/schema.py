@@ -225,6 +225,8 @@ PARAM_NAMES = frozenset(p.name for p in PARAMS)
 EPOCH_METRICS = frozenset(m.name for m in METRICS if m.step == "epoch")
 WINDOW_METRICS = frozenset(m.name for m in METRICS if m.step == "window")
 RUN_METRICS = frozenset(m.name for m in METRICS if m.step == "run")
+# figures only a GPU gives (torch's CUDA allocator, NVML's counters): a CPU run logs none of them, and says why
+GPU_ONLY_METRICS = frozenset({"energy_per_image_j", "energy_to_target_j", "peak_mem_reserved_mib", "gpu_mem_used_mib"})
 BATCH_SIZE_METRICS = frozenset(m.name for m in METRICS if m.step == "batch_size")
 RANK_METRICS = frozenset(m.name for m in METRICS if m.step == "rank")
 _BATCH_SIZE_SUFFIX = "_bs"
