@@ -369,8 +369,11 @@ def test_energy_per_image_is_over_the_timed_windows_and_energy_to_target_over_wh
         steps_done[0] += 1
     assert (timer.timing.energy_j, timer.timing.images, timer.timing.epoch_energy_j) == (35.0, 28, 50.0)
     dist = SingleProcess(DistContext())
-    assert loop._job_energy(timer.timing, dist) == ({"energy_per_image_j": 1.25}, 50.0)
-    assert loop._job_energy(EpochTimer(torch.device("cpu"), 0, None).timing, dist)[0] == {}  # no counter
+    no_skips = torch.zeros((), dtype=torch.float64)
+    metrics, _, _, epoch_energy = loop._job_throughput(timer.timing, no_skips, dist)
+    assert (metrics["energy_per_image_j"], epoch_energy) == (1.25, 50.0)
+    without = loop._job_throughput(EpochTimer(torch.device("cpu"), 0, None).timing, no_skips, dist)[0]
+    assert "energy_per_image_j" not in without  # no counter
 
     cfg = type("Cfg", (), {"target_top1_err": 20.0})()
     epoch = {"val_top1_err": 19.0, "top1_err": 30.0, "epoch_time_s": 1.0, "eval_time_s": 0.5}

@@ -440,10 +440,9 @@ def train_one_epoch(step: Step, loader, cfg: TrainConfig, dist, progress: tqdm,
             progress.update()
     faults.raise_if_any(dist)
     (loss_sum, correct), n = _reduce(dist, sums, seen)
-    throughput, rates, steady = _job_throughput(timer.timing, faults.skipped, dist)
-    per_image, energy = _job_energy(timer.timing, dist)
+    throughput, rates, steady, energy = _job_throughput(timer.timing, faults.skipped, dist)
     metrics = {"train_loss": loss_sum / n, "train_top1_err": 100 * (1 - correct / n), **throughput,
-               **step.breakdown.summary(dist, timer.timing), **per_image}
+               **step.breakdown.summary(dist, timer.timing)}
     return EpochResult(metrics, rates, n, *steady, energy)
 
 
@@ -515,17 +514,20 @@ def _reduce(dist, sums: torch.Tensor, seen: int) -> tuple[list[float], int]:
 
 
 def _job_throughput(timing: EpochTiming, skipped: torch.Tensor,
-                    dist) -> tuple[dict, list[float], tuple[int, float]]:
+                    dist) -> tuple[dict, list[float], tuple[int, float], float]:
     """The job's figures from every rank's timing, in one gather: the epoch's images/s = all ranks' steady-state
     images / the slowest rank's steady-state seconds; the spread over the job's windows; the epoch's time, the slowest
     rank's; the steps fp16's scaler skipped, which every rank skips alike (the most any rank skipped, not their
-    sum); and the epoch's steady-state (images, seconds) of the job, which the run's figure adds up."""
+    sum); every rank's GPU energy summed, per steady-state image (nothing where there is no energy counter); and the
+    epoch's steady-state (images, seconds) of the job, which the run's figure adds up, and its GPU energy."""
     ranks = gather_per_rank(dist, [timing.images, timing.seconds, timing.data_wait, skipped, timing.epoch_seconds,
+                                   timing.energy_j, timing.epoch_energy_j,
                                    *(x for w in timing.windows for x in (w.images, w.seconds))])
     images, seconds, wait, skips, epoch_seconds = (sum(r[0] for r in ranks), max(r[1] for r in ranks),
                                                    sum(r[2] for r in ranks), max(r[3] for r in ranks),
                                                    max(r[4] for r in ranks))
-    windows = job_windows([[Window(int(img), sec, w.full) for img, sec, w in zip(r[5::2], r[6::2], timing.windows)]
+    steady_energy, epoch_energy = sum(r[5] for r in ranks), sum(r[6] for r in ranks)
+    windows = job_windows([[Window(int(img), sec, w.full) for img, sec, w in zip(r[7::2], r[8::2], timing.windows)]
                            for r in ranks])
     rates = steady_rates(windows)
     busy = sum(r[1] for r in ranks)
@@ -535,15 +537,8 @@ def _job_throughput(timing: EpochTiming, skipped: torch.Tensor,
         "epoch_time_s": epoch_seconds,
         "data_wait_frac": wait / busy if busy > 0 else math.nan,
         "amp_skipped_steps": skips,
-    }, rates, (int(images), seconds)
-
-
-def _job_energy(timing: EpochTiming, dist) -> tuple[dict, float]:
-    """Every rank's GPU energy summed: per image over the steady state (the job's steady-state images; nothing
-    where there is no energy counter), and over the whole epoch."""
-    ranks = gather_per_rank(dist, [timing.energy_j, timing.images, timing.epoch_energy_j])
-    steady, images, epoch = (sum(r[i] for r in ranks) for i in range(3))
-    return _known(energy_per_image_j=steady / images if images else math.nan), epoch
+        **_known(energy_per_image_j=steady_energy / images if images else math.nan),
+    }, rates, (int(images), seconds), epoch_energy
 
 
 def _note_memory(dist, state: TrainState) -> None:
